@@ -1,0 +1,73 @@
+# The front door. `make` (or `make help`) lists every target.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+# Debian's python3: the interpreter the hosts run, and the faster one on this machine.
+PYTHON ?= /usr/bin/python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help
+help: ## List the targets (this text)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+## ---- set-up ---------------------------------------------------------------
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	@echo "==> virtualenv $(VENV) from the hash-pinned lock file"
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --require-hashes -r requirements-dev.txt
+	@touch $@
+
+.PHONY: venv
+venv: $(BIN)/.installed ## Create the virtualenv (.venv) from requirements-dev.txt
+
+.PHONY: deps
+deps: ## Install the Debian packages the tests need (only the missing ones)
+	@tests/tools/apt-install.sh tests/debian-packages.txt tests/tools/debian-packages.txt
+
+## ---- develop ----------------------------------------------------------------
+
+.PHONY: dev
+dev: deps venv ## Run the app and the worker locally against throwaway Postgres and Redis
+	@$(BIN)/python -m tests.tools.devserver
+
+.PHONY: lint
+lint: venv ## Run the linters (ruff, shellcheck, yamllint, ansible-lint)
+	@echo "==> ruff"; ruff check . && ruff format --check .
+	@echo "==> shellcheck"; git ls-files -z '*.sh' '.ci/run' | xargs -0 shellcheck
+	@echo "==> yamllint"; yamllint -s .
+	@echo "==> ansible-lint"; cd ansible && ansible-lint -q
+
+.PHONY: test
+test: deps venv lint test-app test-e2e ## Run everything: linters, app tests, sandbox end-to-end tests
+
+.PHONY: test-app
+test-app: deps venv ## App tests against real Postgres, Redis and an SMTP sink
+	@echo "==> app tests (unit + integration)"
+	@pytest tests/unit tests/integration
+
+.PHONY: test-e2e
+test-e2e: deps venv ## Deploy to a fresh sandbox, check it from outside, tear it down
+	@tests/tools/run-e2e.sh
+
+## ---- the sandbox and deployments ---------------------------------------------
+
+TOPOLOGY ?= single
+
+.PHONY: demo
+demo: venv ## Start the sandbox (TOPOLOGY=single|multi) and deploy the stack to it
+	@deploy/sandbox/sandbox.sh up $(TOPOLOGY)
+	@INVENTORY=ansible/inventories/sandbox deploy/deploy.sh
+	@deploy/sandbox/sandbox.sh summary
+
+.PHONY: demo-down
+demo-down: ## Remove the sandbox: hosts, network, CA, state
+	@deploy/sandbox/sandbox.sh down
+
+.PHONY: deploy
+deploy: venv ## Provision and deploy with Ansible: make deploy INVENTORY=ansible/inventories/<name>
+	@INVENTORY="$(INVENTORY)" deploy/deploy.sh
