@@ -1,0 +1,107 @@
+"""The sandbox seen from outside: TLS, HTTP/2, the ACME certificate, redirects, open ports."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+
+def served_certificate(sandbox, *openssl_args: str) -> str:
+    """The text form of the certificate the edge presents for the site's name."""
+    handshake = subprocess.run(
+        ["openssl", "s_client", "-connect", f"{sandbox.edge['ip']}:443",
+         "-servername", sandbox.domain, "-CAfile", sandbox.ca_cert, *openssl_args],
+        input="", capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert "Verify return code: 0 (ok)" in handshake.stdout, handshake.stdout[-2000:]
+    decoded = subprocess.run(
+        ["openssl", "x509", "-noout", "-text", "-serial"],
+        input=handshake.stdout, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return decoded.stdout
+
+
+def test_https_speaks_http2_over_tls13_with_the_acme_certificate(sandbox):
+    result = sandbox.curl(
+        "--http2", "-o", "/dev/null", "-w", "%{http_version} %{response_code} %{ssl_verify_result}",
+        "-v", f"https://{sandbox.domain}/",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "2 200 0"
+    assert "TLSv1.3" in result.stderr
+
+
+def test_certificate_is_issued_by_the_acme_ca_for_the_domain(sandbox):
+    text = served_certificate(sandbox)
+    assert re.search(r"Issuer: .*Pebble", text), text
+    assert f"DNS:{sandbox.domain}" in text and f"DNS:www.{sandbox.domain}" in text
+
+
+@pytest.mark.parametrize("key_type", ["ECDSA", "RSA"])
+def test_ecdsa_and_rsa_certificates_are_served_side_by_side(sandbox, key_type):
+    # TLS 1.2 lets the client pick the certificate type by cipher suite.
+    cipher = {"ECDSA": "ECDHE-ECDSA-AES128-GCM-SHA256", "RSA": "ECDHE-RSA-AES128-GCM-SHA256"}
+    text = served_certificate(sandbox, "-tls1_2", "-cipher", cipher[key_type])
+    expected = "id-ecPublicKey" if key_type == "ECDSA" else "rsaEncryption"
+    assert f"Public Key Algorithm: {expected}" in text
+
+
+def test_plain_http_redirects_to_https_with_301(sandbox):
+    result = sandbox.curl("-o", "/dev/null", "-w", "%{response_code} %{redirect_url}",
+                          f"http://{sandbox.domain}/some/page?x=1")  # fmt: skip
+    assert result.stdout == f"301 https://{sandbox.domain}/some/page?x=1"
+
+
+def test_acme_challenge_path_is_served_over_plain_http(sandbox):
+    """The HTTP-01 path must not redirect: a missing token is a plain 404 on port 80."""
+    result = sandbox.curl("-o", "/dev/null", "-w", "%{response_code}",
+                          f"http://{sandbox.domain}/.well-known/acme-challenge/no-such-token")  # fmt: skip
+    assert result.stdout == "404"
+
+
+def test_unknown_host_gets_neither_certificate_nor_content(sandbox):
+    handshake = subprocess.run(
+        ["openssl", "s_client", "-connect", f"{sandbox.edge['ip']}:443",
+         "-servername", "unknown.example"],
+        input="", capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert "BEGIN CERTIFICATE" not in handshake.stdout
+    plain = subprocess.run(
+        ["curl", "-sS", "--max-time", "10", "-H", "Host: unknown.example",
+         f"http://{sandbox.edge['ip']}/"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert plain.stdout == "" and "Empty reply from server" in plain.stderr
+
+
+def open_tcp_ports(sandbox, ip: str, ports: list[int]) -> set[int]:
+    """Which of these ports accept a TCP connection, seen from the probe (another host)."""
+    script = (
+        "import socket,sys\n"
+        "for p in map(int, sys.argv[2:]):\n"
+        "    s = socket.socket(); s.settimeout(2)\n"
+        "    try:\n"
+        "        s.connect((sys.argv[1], p)); print(p)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "    finally:\n"
+        "        s.close()\n"
+    )
+    result = subprocess.run(
+        ["ip", "netns", "exec", sandbox.probe_netns, "python3", "-c", script, ip,
+         *map(str, ports)],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    return {int(line) for line in result.stdout.split()}
+
+
+def test_only_ssh_http_and_https_answer_from_another_host(sandbox):
+    candidates = [22, 25, 80, 443, 5432, 6379, 8000, 8080, 9000, 11211]
+    for host in sandbox.hosts:
+        if "edge" in host["groups"]:
+            assert open_tcp_ports(sandbox, host["ip"], candidates) == {22, 80, 443}, host
+        else:
+            assert {80, 443}.isdisjoint(open_tcp_ports(sandbox, host["ip"], candidates)), host
+
