@@ -1,0 +1,108 @@
+"""flaskstack: a small multi-user blog, built by the application factory `create_app`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+
+from dotenv import load_dotenv
+from flask import Flask, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app.config import ConfigError, load_settings
+from app.extensions import csrf, db, limiter, login_manager, make_redis, migrate, server_session
+
+__all__ = ["ConfigError", "create_app"]
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamp every log record with the current request's id ("-" outside requests)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from flask import has_request_context
+
+        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        return True
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s")
+    )
+    handler.addFilter(RequestIdFilter())
+    handler.set_name("flaskstack")
+    root = logging.getLogger()
+    # Replace rather than add, so building several apps in one process logs each line once.
+    for old in [h for h in root.handlers if h.get_name() == "flaskstack"]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def create_app(config: Mapping[str, str] | None = None) -> Flask:
+    """Build the app from the environment, or from `config` (an environment-like mapping).
+
+    Without `config`, `.env` in the working directory is loaded first (never overriding
+    variables already set), which is how development and the systemd units configure it.
+    """
+    if config is None:
+        load_dotenv(Path.cwd() / ".env")
+    settings = load_settings(config)
+
+    app = Flask(__name__)
+    app.config.from_mapping(settings)
+    configure_logging(app.config["LOG_LEVEL"])
+
+    # nginx appends the client address to X-Forwarded-For; trust exactly that one hop.
+    # gunicorn handles X-Forwarded-Proto itself (forwarded_allow_ips).
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=0, x_host=0)  # type: ignore[method-assign]
+
+    app.extensions["redis"] = make_redis(app.config["REDIS_URL"])
+    app.config["SESSION_REDIS"] = app.extensions["redis"]
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
+    server_session.init_app(app)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please log in to continue."
+
+    from app import admin, api, auth, cli, errors, health, main
+    from app.assets import asset_url
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(main.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(api.bp)
+    errors.register(app)
+    cli.register(app)
+    app.jinja_env.globals["asset_url"] = asset_url
+
+    hostname = socket.gethostname()
+
+    @app.before_request
+    def assign_request_id() -> None:
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else secrets.token_hex(8)
+
+    @app.after_request
+    def add_response_headers(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "-")
+        if app.config["APP_HOST_HEADER"]:
+            response.headers["X-Served-By"] = hostname
+        return response
+
+    app.logger.debug("app created (APP_ENV=%s, pid %s)", app.config["APP_ENV"], os.getpid())
+    return app

@@ -1,0 +1,103 @@
+"""`flask --app app …` commands; each runs in an app context, no server needed."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import click
+from flask import Flask
+from sqlalchemy import delete, func, select
+
+from app.extensions import db
+from app.models import Comment, Post, User, utcnow
+from app.services import wait_for_services
+
+
+def register(app: Flask) -> None:
+    @app.cli.command("create-admin")
+    @click.argument("username")
+    @click.argument("email")
+    @click.password_option(envvar="ADMIN_PASSWORD", help="Or set ADMIN_PASSWORD.")
+    def create_admin(username: str, email: str, password: str) -> None:
+        """Create an admin user, or make an existing user an admin and reset the password."""
+        user = db.session.scalar(select(User).where(User.username == username))
+        if user is None:
+            user = User(username=username, email=email)
+            db.session.add(user)
+        user.is_admin = True
+        user.set_password(password)
+        db.session.commit()
+        click.echo(f"admin {username} is ready")
+
+    @app.cli.command("create-token")
+    @click.argument("username")
+    def create_token(username: str) -> None:
+        """Print a new API token for USERNAME (replaces the old one)."""
+        user = db.session.scalar(select(User).where(User.username == username))
+        if user is None:
+            raise click.ClickException(f"no user named {username}")
+        token = user.issue_api_token()
+        db.session.commit()
+        click.echo(token)
+
+    @app.cli.command("seed")
+    @click.option("--users", default=5, show_default=True)
+    @click.option("--posts", default=50, show_default=True, help="Posts in total.")
+    @click.option("--comments", default=3, show_default=True, help="Comments per post.")
+    def seed(users: int, posts: int, comments: int) -> None:
+        """Add demo users (password: demo-password) with posts and comments."""
+        rng = random.Random(42)  # noqa: S311 - repeatable demo data, not secrets
+        existing = db.session.scalar(select(func.count()).select_from(User)) or 0
+        people = []
+        for n in range(existing, existing + users):
+            person = User(username=f"demo{n}", email=f"demo{n}@example.org")
+            person.set_password("demo-password")
+            people.append(person)
+        db.session.add_all(people)
+        db.session.flush()
+        batch = []
+        for n in range(posts):
+            post = Post(
+                author=rng.choice(people),
+                title=f"Demo post {n + 1}",
+                body=f"This is demo post number {n + 1}.\n\nIt has two paragraphs.",
+            )
+            post.comments = [
+                Comment(author=rng.choice(people), body=f"Comment {c + 1} on post {n + 1}.")
+                for c in range(comments)
+            ]
+            batch.append(post)
+            if len(batch) >= 1000:  # keep memory flat for 100k-post benchmark data sets
+                db.session.add_all(batch)
+                db.session.commit()
+                batch = []
+        db.session.add_all(batch)
+        db.session.commit()
+        click.echo(f"seeded {users} users, {posts} posts, {posts * comments} comments")
+
+    @app.cli.command("purge-deleted")
+    @click.option(
+        "--days",
+        type=click.IntRange(min=0),
+        required=True,
+        help="Purge items soft-deleted more than this many days ago.",
+    )
+    def purge_deleted(days: int) -> None:
+        """Permanently remove posts and comments soft-deleted more than DAYS days ago."""
+        cutoff = utcnow() - timedelta(days=days)
+        old_posts = select(Post.id).where(Post.deleted_at < cutoff)
+        comments = db.session.execute(
+            delete(Comment).where((Comment.deleted_at < cutoff) | Comment.post_id.in_(old_posts))
+        ).rowcount
+        posts = db.session.execute(delete(Post).where(Post.deleted_at < cutoff)).rowcount
+        db.session.commit()
+        click.echo(f"purged {posts} posts and {comments} comments deleted before {cutoff:%Y-%m-%d}")
+
+    @app.cli.command("wait-for-services")
+    @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait in total.")
+    def wait_for_services_command(timeout: float) -> None:
+        """Wait until Postgres and Redis answer (exit status 1 when they do not in time)."""
+        if not wait_for_services(timeout=timeout):
+            raise click.ClickException("Postgres or Redis did not become ready in time")
+        click.echo("services are ready")

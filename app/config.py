@@ -1,0 +1,194 @@
+"""Settings from the environment, checked before the app starts.
+
+Everything the app needs comes from environment variables (documented in `.env-template`);
+`load_settings()` turns them into a flat dict for `app.config` and refuses unsafe production
+settings with a one-line `ConfigError` that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+from urllib.parse import unquote, urlsplit
+
+ENVIRONMENTS = ("production", "development", "testing")
+
+# Values people copy from examples; none of them may guard a production deployment.
+KNOWN_DEFAULT_SECRETS = frozenset(
+    {
+        "",
+        "changeme",
+        "change-me",
+        "secret",
+        "password",
+        "dev",
+        "development",
+        "postgres",
+        "redis",
+        "flaskstack",
+        "example",
+        "xxx",
+        "test",
+    }
+)
+MIN_SECRET_KEY_LENGTH = 32
+
+# Postgres guard rails: a runaway query is cancelled instead of tying up a worker.
+STATEMENT_TIMEOUT_MS = 5000
+DB_CONNECT_TIMEOUT_S = 3
+# Redis guard rails: a dead or unreachable Redis must fail fast, not hang a request.
+REDIS_SOCKET_TIMEOUT_S = 2.0
+
+
+class ConfigError(SystemExit):
+    """Unsafe or missing setting: the process exits with this one-line message (status 1)."""
+
+
+def _bool(value: str | None, default: bool = False) -> bool:
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _url_password(url: str) -> str:
+    """The password part of a URL, also in the `unix://:pass@/path` and `?password=` forms."""
+    parts = urlsplit(url)
+    if parts.password:
+        return unquote(parts.password)
+    for pair in parts.query.split("&"):
+        key, _, value = pair.partition("=")
+        if key == "password":
+            return unquote(value)
+    return ""
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """Pin the psycopg2 driver: SQLAlchemy 2.1 maps plain `postgresql://` to psycopg 3."""
+    for scheme in ("postgresql://", "postgres://"):
+        if database_url.startswith(scheme):
+            return "postgresql+psycopg2://" + database_url[len(scheme) :]
+    return database_url
+
+
+def limiter_storage_uri(redis_url: str) -> str:
+    """The `limits` library spells Redis unix sockets `redis+unix://`."""
+    if redis_url.startswith("unix://"):
+        return "redis+unix://" + redis_url[len("unix://") :]
+    return redis_url
+
+
+def _check_production(env: Mapping[str, str]) -> None:
+    secret_key = env.get("SECRET_KEY", "")
+    if secret_key.lower() in KNOWN_DEFAULT_SECRETS or len(secret_key) < MIN_SECRET_KEY_LENGTH:
+        raise ConfigError(
+            f"SECRET_KEY must be a random value of at least {MIN_SECRET_KEY_LENGTH} characters "
+            "in production (python3 -c 'import secrets; print(secrets.token_hex(32))')"
+        )
+    database_url = env.get("DATABASE_URL", "")
+    if not database_url:
+        raise ConfigError("DATABASE_URL must be set in production")
+    if _url_password(database_url).lower() in KNOWN_DEFAULT_SECRETS:
+        raise ConfigError("DATABASE_URL must carry a non-default password in production")
+    redis_url = env.get("REDIS_URL", "")
+    if not redis_url:
+        raise ConfigError("REDIS_URL must be set in production")
+    if _url_password(redis_url).lower() in KNOWN_DEFAULT_SECRETS:
+        raise ConfigError("REDIS_URL must carry a non-default password in production")
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> dict:
+    """Build the Flask config from an environment mapping (os.environ by default)."""
+    env = os.environ if env is None else env
+    app_env = env.get("APP_ENV", "production").strip() or "production"
+    if app_env not in ENVIRONMENTS:
+        raise ConfigError(f"APP_ENV must be one of {', '.join(ENVIRONMENTS)}, got {app_env!r}")
+    production = app_env == "production"
+    if production:
+        _check_production(env)
+
+    database_url = env.get("DATABASE_URL") or "postgresql://flaskstack@127.0.0.1:5432/flaskstack"
+    redis_url = env.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    session_lifetime = _int(env, "SESSION_LIFETIME", 14 * 24 * 3600, minimum=60)
+
+    return {
+        "APP_ENV": app_env,
+        "TESTING": app_env == "testing",
+        # Errors always go through the error handlers (503 for outages), tests included.
+        "PROPAGATE_EXCEPTIONS": False,
+        "SECRET_KEY": env.get("SECRET_KEY") or "insecure-development-key-" + app_env,
+        "SITE_URL": (env.get("SITE_URL") or "http://127.0.0.1:8000").rstrip("/"),
+        "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
+        "APP_HOST_HEADER": _bool(env.get("APP_HOST_HEADER")),
+        # Request size: forms and JSON are small; anything larger is refused with 413.
+        "MAX_CONTENT_LENGTH": 1024 * 1024,
+        "MAX_FORM_MEMORY_SIZE": 256 * 1024,
+        # Database
+        "SQLALCHEMY_DATABASE_URI": sqlalchemy_url(database_url),
+        "SQLALCHEMY_ENGINE_OPTIONS": {
+            "pool_pre_ping": True,  # a restarted Postgres leaves dead pooled connections
+            "pool_size": 5,
+            "max_overflow": 5,
+            "pool_timeout": 5,  # a saturated pool answers 503 instead of queueing forever
+            "pool_recycle": 1800,
+            "connect_args": {
+                "connect_timeout": DB_CONNECT_TIMEOUT_S,
+                "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+                "application_name": "flaskstack",
+            },
+        },
+        # Redis, server-side sessions
+        "REDIS_URL": redis_url,
+        "SESSION_TYPE": "redis",
+        "SESSION_KEY_PREFIX": "flaskstack:session:",
+        "SESSION_PERMANENT": True,
+        "PERMANENT_SESSION_LIFETIME": timedelta(seconds=session_lifetime),
+        # Absolute lifetime from login: no Redis write on every page view.
+        "SESSION_REFRESH_EACH_REQUEST": False,
+        # `__Host-` pins the cookie to this exact host over HTTPS with Path=/ (no Domain).
+        "SESSION_COOKIE_NAME": "__Host-session" if production else "session",
+        "SESSION_COOKIE_SECURE": production,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_PATH": "/",
+        # No remember-me cookie is issued; these keep it safe should one ever be.
+        "REMEMBER_COOKIE_SECURE": production,
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "PREFERRED_URL_SCHEME": "https" if production else "http",
+        # CSRF tokens live as long as the session that holds them.
+        "WTF_CSRF_TIME_LIMIT": None,
+        "WTF_CSRF_SSL_STRICT": production,
+        # Rate limits, counted in Redis so every gunicorn worker and app host shares them.
+        "RATELIMIT_STORAGE_URI": limiter_storage_uri(redis_url),
+        "RATELIMIT_STORAGE_OPTIONS": {
+            "socket_connect_timeout": REDIS_SOCKET_TIMEOUT_S,
+            "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
+        },
+        "RATELIMIT_KEY_PREFIX": "flaskstack:limit",
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "RATELIMIT_ENABLED": _bool(env.get("RATELIMIT_ENABLED"), default=True),
+        "LOGIN_RATE_LIMIT": env.get("LOGIN_RATE_LIMIT") or "10 per minute;50 per hour",
+        # Mail
+        "SMTP_HOST": env.get("SMTP_HOST") or "localhost",
+        "SMTP_PORT": _int(env, "SMTP_PORT", 25),
+        "SMTP_USERNAME": env.get("SMTP_USERNAME", ""),
+        "SMTP_PASSWORD": env.get("SMTP_PASSWORD", ""),
+        "SMTP_STARTTLS": _bool(env.get("SMTP_STARTTLS")),
+        "MAIL_FROM": env.get("MAIL_FROM") or "flaskstack <noreply@localhost>",
+        # Pagination
+        "PAGE_SIZE": _int(env, "PAGE_SIZE", 20),
+    }

@@ -1,0 +1,87 @@
+"""What each user may see and change, decided here once instead of in every view.
+
+Everyone sees live (not soft-deleted) posts and comments; admins also see deleted ones so
+they can restore them. Authors edit and delete their own posts; admins any post.
+Lists use keyset pagination on id (newest first for posts, oldest first for comments):
+constant cost per page however large the tables grow.
+"""
+
+from __future__ import annotations
+
+from flask import abort
+from sqlalchemy import Select, select
+
+from app.extensions import db
+from app.models import Comment, Post, User
+
+
+def _viewer_is_admin(viewer: User | None) -> bool:
+    return bool(viewer is not None and viewer.is_authenticated and viewer.is_admin)
+
+
+def get_post_or_404(post_id: int, viewer: User | None = None) -> Post:
+    post = db.session.get(Post, post_id)
+    if post is None or (post.is_deleted and not _viewer_is_admin(viewer)):
+        abort(404, description="No such post.")
+    return post
+
+
+def get_comment_or_404(comment_id: int, viewer: User | None = None) -> Comment:
+    comment = db.session.get(Comment, comment_id)
+    if comment is None or (comment.is_deleted and not _viewer_is_admin(viewer)):
+        abort(404, description="No such comment.")
+    return comment
+
+
+def get_user_or_404(username: str) -> User:
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        abort(404, description="No such author.")
+    return user
+
+
+def can_edit(user: User | None, post: Post) -> bool:
+    if user is None or not user.is_authenticated:
+        return False
+    return user.is_admin or post.author_id == user.id
+
+
+def get_editable_post_or_404(post_id: int, user: User) -> Post:
+    post = get_post_or_404(post_id, user)
+    if not can_edit(user, post):
+        abort(403, description="Only the author can change this post.")
+    return post
+
+
+def live_posts(author: User | None = None) -> Select:
+    stmt = select(Post).where(Post.deleted_at.is_(None))
+    if author is not None:
+        stmt = stmt.where(Post.author_id == author.id)
+    return stmt
+
+
+def page_of_posts(stmt: Select, before: int | None, limit: int) -> tuple[list[Post], int | None]:
+    """Newest first; returns the page and the cursor for the next one (None at the end)."""
+    if before is not None:
+        stmt = stmt.where(Post.id < before)
+    rows = list(db.session.scalars(stmt.order_by(Post.id.desc()).limit(limit + 1)))
+    return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
+
+
+def page_of_comments(post: Post, after: int | None, limit: int) -> tuple[list[Comment], int | None]:
+    """Oldest first, so a conversation reads top to bottom."""
+    stmt = select(Comment).where(Comment.post_id == post.id, Comment.deleted_at.is_(None))
+    if after is not None:
+        stmt = stmt.where(Comment.id > after)
+    rows = list(db.session.scalars(stmt.order_by(Comment.id).limit(limit + 1)))
+    return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
+
+
+def deleted_items() -> tuple[list[Post], list[Comment]]:
+    posts = db.session.scalars(
+        select(Post).where(Post.deleted_at.is_not(None)).order_by(Post.deleted_at.desc())
+    )
+    comments = db.session.scalars(
+        select(Comment).where(Comment.deleted_at.is_not(None)).order_by(Comment.deleted_at.desc())
+    )
+    return list(posts), list(comments)

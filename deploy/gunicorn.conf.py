@@ -1,0 +1,62 @@
+"""gunicorn settings shared by every way of running the app (systemd, Docker, `make dev`).
+
+Run as `gunicorn -c deploy/gunicorn.conf.py` from the release directory. Under systemd socket
+activation gunicorn finds the inherited socket through LISTEN_FDS and ignores `bind`, so
+restarts never refuse a connection: systemd keeps accepting while workers are replaced.
+"""
+
+import os
+import sys
+
+wsgi_app = "app.wsgi:app"
+
+bind = [os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")]
+
+
+def _default_workers() -> int:
+    # The classic 2 x cores + 1 for sync workers, capped: past ~12 processes more workers
+    # only add memory and Postgres connections, not throughput.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(2 * (cores or 1) + 1, 12)
+
+
+workers = int(os.environ.get("GUNICORN_WORKERS") or _default_workers())
+worker_class = "sync"
+
+# A request that takes longer than this is stuck: its worker is killed and replaced.
+timeout = 30
+# On SIGTERM/restart, in-flight requests get this long to finish.
+graceful_timeout = 30
+# Idle keep-alive from nginx's upstream pool.
+keepalive = 5
+# Recycle workers now and then (bounded memory growth); jitter avoids all restarting at once.
+max_requests = 2000
+max_requests_jitter = 200
+# The worker heartbeat file on tmpfs: on a disk it can block workers under I/O load.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
+
+# Trust X-Forwarded-Proto etc. only from nginx (loopback or its unix socket by default).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# Logs to stdout/stderr for journald or Docker; the request id comes from nginx.
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}i)s "%(a)s"'
+
+proc_name = "flaskstack-web"
+
+
+def on_starting(server):
+    """Check the configuration once in the master: a bad setting stops it with one line,
+    instead of every worker failing to boot in a loop."""
+    from app.config import ConfigError, load_settings
+
+    try:
+        from dotenv import load_dotenv
+
+        load_dotenv(os.path.join(os.getcwd(), ".env"))
+        load_settings()
+    except ConfigError as exc:
+        print(f"flaskstack: configuration error: {exc.code}", file=sys.stderr)
+        sys.exit(1)
