@@ -1,0 +1,765 @@
+#!/usr/bin/env bash
+# The sandbox: real Debian 13 systemd hosts (systemd-nspawn, one network namespace each) on a private
+# bridge, plus a local ACME CA (Pebble, with pebble-challtestsrv answering DNS), so that the same
+# Ansible `make deploy` path that targets production servers can run, and be tested, on one machine.
+#
+#   sandbox.sh up [single|multi]   create or repair the sandbox (idempotent)
+#   sandbox.sh down                remove everything it created (idempotent; caches are kept)
+#   sandbox.sh status | summary    what is up | how to reach the site
+#   sandbox.sh ssh HOST [CMD…]     a shell or a command on a host, as the deploy user
+#   sandbox.sh restart HOST        stop and boot a host's container again (a reboot)
+#   sandbox.sh ca-root             print the path of the ACME root that issues the site's certificates
+#
+# SANDBOX_ID (0-254, default 0) derives every name, subnet and state directory, so several
+# sandboxes can run side by side. Runs as root on Debian; see /work/shared/notes/TESTBED.md.
+set -euo pipefail
+
+readonly SANDBOX_ID="${SANDBOX_ID:-0}"
+if [[ ! "$SANDBOX_ID" =~ ^(0|[1-9][0-9]?|1[0-9][0-9]|2[0-4][0-9]|25[0-4])$ ]]; then
+  echo "sandbox: SANDBOX_ID must be an integer from 0 to 254, not '$SANDBOX_ID'" >&2
+  exit 2
+fi
+
+REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+readonly REPO_DIR
+readonly DOMAIN="flaskstack.test"
+readonly SUBNET_PREFIX="10.231.${SANDBOX_ID}"
+readonly GATEWAY_IP="${SUBNET_PREFIX}.1"
+readonly PROBE_IP="${SUBNET_PREFIX}.250"
+readonly BRIDGE="fsbr${SANDBOX_ID}"
+readonly NAME_PREFIX="fs${SANDBOX_ID}"
+readonly PROBE_NETNS="${NAME_PREFIX}-probe"
+readonly RULE_TAG="flaskstack-sandbox-${SANDBOX_ID}"
+
+# Caches shared by every sandbox and kept by `down`; runtime (overlays, PIDs) per SANDBOX_ID,
+# outside the repository so that no tool walking the work tree descends into a host's root.
+readonly CACHE_DIR="/var/cache/flaskstack-sandbox"
+readonly RUNTIME_DIR="/var/lib/flaskstack-sandbox/${SANDBOX_ID}"
+if [[ "$SANDBOX_ID" == 0 ]]; then
+  readonly STATE_DIR="${REPO_DIR}/.sandbox"
+  readonly INVENTORY_DIR="${REPO_DIR}/ansible/inventories/sandbox"
+else
+  readonly STATE_DIR="${REPO_DIR}/.sandbox-${SANDBOX_ID}"
+  # Its own inventory so that concurrent sandboxes never overwrite each other's hosts.yml.
+  readonly INVENTORY_DIR="${STATE_DIR}/inventory"
+fi
+readonly SSH_KEY="${STATE_DIR}/id_ed25519"
+readonly ACME_ROOT="${STATE_DIR}/acme-root.pem"
+readonly PEBBLE_LISTENER_CA="${STATE_DIR}/pebble-listener-ca.pem"
+readonly ACME_DIRECTORY="https://${GATEWAY_IP}:14000/dir"
+readonly PEBBLE_MANAGEMENT="https://${GATEWAY_IP}:15000"
+
+readonly SUITE="trixie"
+readonly MIRROR="http://deb.debian.org/debian"
+# What a fresh Debian server image has; nginx, Postgres, Redis and certbot are the roles' business.
+readonly ROOTFS_PACKAGES="systemd,systemd-sysv,dbus,openssh-server,python3,sudo,iproute2,ca-certificates"
+# Bump when the rootfs recipe below changes, so that a new cached image is built.
+readonly ROOTFS_RECIPE=2
+
+readonly SSH_OPTIONS=(
+  -i "$SSH_KEY"
+  -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
+  -o BatchMode=yes -o ConnectTimeout=5
+)
+
+log() { printf '==> %s\n' "$*"; }
+warn() { printf 'sandbox: warning: %s\n' "$*" >&2; }
+die() {
+  printf 'sandbox: %s\n' "$*" >&2
+  exit 1
+}
+
+usage() {
+  sed -n '6,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+  exit 2
+}
+
+# --- topology ------------------------------------------------------------------------------------
+
+# One "name:group,group" line per host; addresses are .11, .12, … in this order.
+topology_hosts() {
+  case "$1" in
+    single) echo "host1:edge,app,db,cache" ;;
+    multi) printf '%s\n' "edge1:edge" "app1:app" "app2:app" "data1:db,cache" ;;
+    *) die "unknown topology '$1' (expected: single or multi)" ;;
+  esac
+}
+
+host_dir() { echo "${RUNTIME_DIR}/hosts/$1"; }
+machine_name() { echo "${NAME_PREFIX}-$1"; }
+
+# Hosts of the running sandbox, in creation order.
+known_hosts() {
+  [[ -f "${RUNTIME_DIR}/hosts.list" ]] && cut -d: -f1 "${RUNTIME_DIR}/hosts.list"
+  return 0
+}
+
+host_ip() {
+  local dir
+  dir="$(host_dir "$1")"
+  [[ -f "$dir/ip" ]] || die "no host '$1' in sandbox ${SANDBOX_ID} (hosts: $(known_hosts | xargs))"
+  cat "$dir/ip"
+}
+
+# --- processes -----------------------------------------------------------------------------------
+
+# True when PID is alive and still the process we started (its command line contains MARKER):
+# guards against signalling an unrelated process that reused a recorded PID.
+pid_is() {
+  local pid="$1" marker="$2"
+  [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$marker"
+}
+
+recorded_pid() { if [[ -f "$1" ]]; then cat "$1"; fi; }
+
+# SIGTERM, wait up to SECONDS, then SIGKILL: a clean shutdown first, a guaranteed end after.
+stop_pid() {
+  local pid="$1" marker="$2" seconds="$3" waited=0
+  pid_is "$pid" "$marker" || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  while pid_is "$pid" "$marker" && ((waited < seconds * 10)); do
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  if pid_is "$pid" "$marker"; then
+    warn "PID $pid ($marker) ignored SIGTERM for ${seconds}s: killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+    while pid_is "$pid" "$marker"; do sleep 0.1; done
+  fi
+}
+
+# --- prerequisites -------------------------------------------------------------------------------
+
+ensure_root() { ((EUID == 0)) || die "must run as root (it creates network namespaces and containers)"; }
+
+ensure_host_packages() {
+  local -A package_of=(
+    [debootstrap]=debootstrap [systemd-nspawn]=systemd-container [iptables]=iptables
+    [openssl]=openssl [curl]=curl [ssh]=openssh-client [ssh-keygen]=openssh-client
+    [/usr/bin/python3]=python3 [flock]=util-linux [dpkg-deb]=dpkg
+  )
+  local command missing=()
+  for command in "${!package_of[@]}"; do
+    command -v "$command" >/dev/null || missing+=("${package_of[$command]}")
+  done
+  ((${#missing[@]})) || return 0
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  log "installing ${missing[*]}"
+  if ! apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"; then
+    apt-get -o DPkg::Lock::Timeout=600 update -q
+    apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
+  fi
+}
+
+# Serialise work on shared caches across sandboxes, and whole commands within one sandbox.
+with_lock() {
+  local lock_file="$1"
+  shift
+  mkdir -p "$(dirname "$lock_file")"
+  (
+    flock 9
+    "$@"
+  ) 9>"$lock_file"
+}
+
+# --- the cached base root filesystem -------------------------------------------------------------
+
+rootfs_dir() {
+  local key
+  key="$(printf '%s|%s|%s|%s' "$SUITE" "$MIRROR" "$ROOTFS_PACKAGES" "$ROOTFS_RECIPE" |
+    sha256sum | cut -c1-12)"
+  echo "${CACHE_DIR}/rootfs-${SUITE}-${key}"
+}
+
+build_rootfs() {
+  local rootfs="$1" scratch
+  [[ -f "$rootfs/.complete" ]] && return 0
+  scratch="${rootfs}.building"
+  rm -rf --one-file-system "$scratch"
+  log "building the ${SUITE} base root filesystem (once; cached in $rootfs)"
+  debootstrap --variant=minbase --include="$ROOTFS_PACKAGES" "$SUITE" "$scratch" "$MIRROR" \
+    >"${CACHE_DIR}/debootstrap.log" 2>&1 ||
+    die "debootstrap failed: see ${CACHE_DIR}/debootstrap.log"
+  # Full apt sources, like a Debian 13 server image (security updates included).
+  rm -f "$scratch/etc/apt/sources.list"
+  cat >"$scratch/etc/apt/sources.list.d/debian.sources" <<EOF
+Types: deb
+URIs: ${MIRROR}
+Suites: ${SUITE} ${SUITE}-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: ${SUITE}-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  # Per-host identity is made when a host is created: no shared SSH host keys or machine id.
+  rm -f "$scratch"/etc/ssh/ssh_host_* "$scratch/etc/hostname" "$scratch/etc/resolv.conf"
+  : >"$scratch/etc/machine-id"
+  rm -rf "$scratch"/var/cache/apt/archives/*.deb "$scratch"/var/lib/apt/lists/*
+  touch "$scratch/.complete"
+  mv "$scratch" "$rootfs"
+}
+
+# Bookworm's Pebble (2.4) cannot shorten certificate lifetimes (5 years fails audits): use trixie's
+# static binaries, unpacked into the cache without touching the machine's apt sources.
+fetch_pebble() {
+  local target="${CACHE_DIR}/pebble-${SUITE}" work
+  [[ -x "$target/usr/bin/pebble" ]] && return 0
+  log "fetching Pebble from Debian ${SUITE} (once; cached in $target)"
+  work="$(mktemp -d)"
+  mkdir -p "$work/lists/partial" "$work/cache/archives/partial"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR $SUITE main" \
+    >"$work/sources.list"
+  local apt_options=(
+    -o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=/nonexistent
+    -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache" -o APT::Get::List-Cleanup=0
+  )
+  apt-get "${apt_options[@]}" update -q >"$work/apt.log" 2>&1 ||
+    die "apt-get update for ${SUITE} failed: $(tail -3 "$work/apt.log")"
+  (cd "$work" && apt-get "${apt_options[@]}" download -q pebble >>apt.log 2>&1) ||
+    die "apt-get download pebble failed: $(tail -3 "$work/apt.log")"
+  rm -rf "${target}.tmp"
+  dpkg-deb -x "$work"/pebble_*.deb "${target}.tmp"
+  mv "${target}.tmp" "$target"
+  rm -rf "$work"
+}
+
+prepare_caches() {
+  mkdir -p "$CACHE_DIR/apt-archives" "$CACHE_DIR/pip"
+  # pip accepts a cache only if its user may write it; hosts run pip as root and service users.
+  chmod 1777 "$CACHE_DIR/pip"
+  build_rootfs "$(rootfs_dir)"
+  fetch_pebble
+}
+
+# Hosts get their own apt archive directory, seeded with hard links to the shared cache, and new
+# packages are harvested back on down/restart: apt's lock on a shared directory would make
+# parallel installs on several hosts (and several sandboxes) fail instead of wait.
+seed_apt_archives() {
+  local archives="$1/apt-archives"
+  mkdir -p "$archives/partial"
+  find "$CACHE_DIR/apt-archives" -maxdepth 1 -name '*.deb' -exec cp -l -n -t "$archives" {} + \
+    2>/dev/null ||
+    find "$CACHE_DIR/apt-archives" -maxdepth 1 -name '*.deb' -exec cp -n -t "$archives" {} +
+}
+
+harvest_apt_archives() {
+  local archives="$1/apt-archives" deb name
+  [[ -d "$archives" ]] || return 0
+  for deb in "$archives"/*.deb; do
+    [[ -f "$deb" ]] || continue
+    name="$(basename "$deb")"
+    [[ -e "$CACHE_DIR/apt-archives/$name" ]] && continue
+    ln "$deb" "$CACHE_DIR/apt-archives/$name" 2>/dev/null ||
+      { cp "$deb" "$CACHE_DIR/apt-archives/.$name.tmp" &&
+        mv "$CACHE_DIR/apt-archives/.$name.tmp" "$CACHE_DIR/apt-archives/$name"; }
+  done
+}
+
+# --- network -------------------------------------------------------------------------------------
+
+uplink_mtu() {
+  local device
+  device="$(ip -o route show default | awk '{for (i = 1; i < NF; i++) if ($i == "dev") print $(i + 1)}' |
+    head -1)"
+  if [[ -n "$device" && -r "/sys/class/net/$device/mtu" ]]; then
+    cat "/sys/class/net/$device/mtu"
+  else
+    echo 1500
+  fi
+}
+
+# The rules this sandbox adds, one per line (table, then the rule spec); `down` deletes exactly these.
+iptables_rules() {
+  local tag=(-m comment --comment "$RULE_TAG")
+  printf '%s\n' \
+    "filter FORWARD -i $BRIDGE -o $BRIDGE ${tag[*]} -j ACCEPT" \
+    "filter FORWARD -i $BRIDGE ! -o $BRIDGE ${tag[*]} -j ACCEPT" \
+    "filter FORWARD ! -i $BRIDGE -o $BRIDGE -m conntrack --ctstate RELATED,ESTABLISHED ${tag[*]} -j ACCEPT" \
+    "nat POSTROUTING -s ${SUBNET_PREFIX}.0/24 ! -o $BRIDGE ${tag[*]} -j MASQUERADE"
+}
+
+ensure_network() {
+  local mtu table chain rule
+  mtu="$(uplink_mtu)"
+  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+    log "creating bridge $BRIDGE (${GATEWAY_IP}/24)"
+    ip link add "$BRIDGE" type bridge
+  fi
+  ip addr replace "${GATEWAY_IP}/24" dev "$BRIDGE"
+  ip link set "$BRIDGE" mtu "$mtu" up
+  # Bridged traffic passes iptables on this kernel; a FORWARD policy of DROP (dockerd sets one)
+  # must not cut the hosts off from each other or from the mirrors.
+  while read -r table chain rule; do
+    # shellcheck disable=SC2086 # the rule is a list of words on purpose
+    iptables -t "$table" -C "$chain" $rule 2>/dev/null || iptables -t "$table" -I "$chain" $rule
+  done < <(iptables_rules)
+  # NAT to the machine's uplink lets hosts reach the Debian mirrors and PyPI. Left on at `down`:
+  # other sandboxes or a Docker engine may rely on it.
+  sysctl -q -w net.ipv4.ip_forward=1
+}
+
+remove_iptables_rules() {
+  local table chain rule
+  while read -r table chain rule; do
+    # shellcheck disable=SC2086
+    while iptables -t "$table" -C "$chain" $rule 2>/dev/null; do
+      iptables -t "$table" -D "$chain" $rule
+    done
+  done < <(iptables_rules)
+}
+
+# A network namespace with one veth leg on the bridge: the host's (or the probe's) only network.
+ensure_netns() {
+  local netns="$1" ip="$2" mtu
+  mtu="$(uplink_mtu)"
+  [[ -e "/run/netns/$netns" ]] || ip netns add "$netns"
+  if ! ip link show "$netns" >/dev/null 2>&1; then
+    ip -n "$netns" link del eth0 2>/dev/null || true
+    ip link add "$netns" mtu "$mtu" type veth peer name eth0 mtu "$mtu" netns "$netns"
+  fi
+  ip link set "$netns" master "$BRIDGE" up
+  ip -n "$netns" link set lo up
+  ip -n "$netns" link set eth0 up
+  ip -n "$netns" addr replace "${ip}/24" dev eth0
+  ip -n "$netns" route replace default via "$GATEWAY_IP"
+}
+
+remove_netns() {
+  local netns="$1"
+  [[ -e "/run/netns/$netns" ]] && ip netns del "$netns"
+  # Deleting a namespace frees its interfaces lazily: remove our leg now so the name is reusable.
+  ip link del "$netns" 2>/dev/null || true
+}
+
+# The machine's resolvers, minus loopback ones (unreachable from a namespace).
+upstream_resolvers() {
+  awk '$1 == "nameserver" && $2 !~ /^127\./ && $2 !~ /:/ {print $2}' /etc/resolv.conf
+}
+
+check_name_resolution() {
+  [[ -n "$(upstream_resolvers)" ]] ||
+    die "no non-loopback IPv4 nameserver in /etc/resolv.conf for the hosts to use"
+  timeout 15 ip netns exec "$PROBE_NETNS" getent ahostsv4 deb.debian.org >/dev/null ||
+    die "deb.debian.org does not resolve from inside the sandbox network (resolvers: $(upstream_resolvers | xargs))"
+}
+
+# --- hosts ---------------------------------------------------------------------------------------
+
+# Write a file inside a host's root through chroot, so that symlinks resolve inside the host.
+put_file() {
+  local root="$1" path="$2" mode="$3"
+  # shellcheck disable=SC2016 # $1 and $2 are the inner shell's arguments
+  chroot "$root" sh -c 'rm -f "$1" && cat >"$1" && chmod "$2" "$1"' put_file "$path" "$mode"
+}
+
+etc_hosts() {
+  local name="$1" line
+  printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-loopback\n\n' "$name"
+  echo "# the sandbox's hosts"
+  while IFS= read -r line; do
+    printf '%s\t%s\n' "$(cat "$(host_dir "${line%%:*}")/ip")" "${line%%:*}"
+  done <"${RUNTIME_DIR}/hosts.list"
+}
+
+# Once per host: identity (hostname, machine id, SSH host keys) and the deploy user.
+create_host_identity() {
+  local name="$1" root="$2"
+  echo "$name" | put_file "$root" /etc/hostname 0644
+  tr -d '-' </proc/sys/kernel/random/uuid | put_file "$root" /etc/machine-id 0444
+  chroot "$root" sh -c 'rm -f /etc/ssh/ssh_host_* && ssh-keygen -q -A' >/dev/null
+  chroot "$root" useradd --create-home --shell /bin/bash deploy
+  # '*' = no password but not locked: sshd refuses locked accounts even for keys.
+  chroot "$root" usermod --password '*' deploy
+  echo "deploy ALL=(ALL) NOPASSWD:ALL" | put_file "$root" /etc/sudoers.d/deploy 0440
+}
+
+# At every boot: what depends on the machine or on this sandbox's state rather than on the host.
+refresh_host_config() {
+  local name="$1" root="$2" crt resolver
+  etc_hosts "$name" | put_file "$root" /etc/hosts 0644
+  for resolver in $(upstream_resolvers); do echo "nameserver $resolver"; done |
+    put_file "$root" /etc/resolv.conf 0644
+  chroot "$root" install -d -m 0700 -o deploy -g deploy /home/deploy/.ssh
+  put_file "$root" /home/deploy/.ssh/authorized_keys 0600 <"${SSH_KEY}.pub"
+  chroot "$root" chown deploy:deploy /home/deploy/.ssh/authorized_keys
+  # Test tooling only (never in the roles): this machine's HTTPS egress goes through an
+  # intercepting proxy whose CA the hosts must trust to reach PyPI.
+  for crt in /usr/local/share/ca-certificates/*.crt; do
+    [[ -f "$crt" ]] || continue
+    # shellcheck disable=SC2094 # reads the machine's file, writes the host's
+    put_file "$root" "/usr/local/share/ca-certificates/$(basename "$crt")" 0644 <"$crt"
+  done
+  chroot "$root" update-ca-certificates >/dev/null 2>&1 || warn "update-ca-certificates failed on $name"
+  printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\ncache-dir = /var/cache/pip\n' |
+    put_file "$root" /etc/pip.conf 0644
+}
+
+ensure_host_root() {
+  local name="$1" dir root lower
+  dir="$(host_dir "$name")"
+  root="$dir/root"
+  lower="$(rootfs_dir)"
+  mkdir -p "$dir/upper" "$dir/work" "$root"
+  if [[ -f "$dir/lower" && "$(cat "$dir/lower")" != "$lower" ]]; then
+    die "host $name was created from $(cat "$dir/lower"), the current base is $lower: run down first"
+  fi
+  echo "$lower" >"$dir/lower"
+  mountpoint -q "$root" ||
+    mount -t overlay "$(machine_name "$name")" -o "lowerdir=$lower,upperdir=$dir/upper,workdir=$dir/work" "$root"
+  if [[ ! -f "$dir/identity-created" ]]; then
+    create_host_identity "$name" "$root"
+    touch "$dir/identity-created"
+  fi
+}
+
+host_running() {
+  local name="$1"
+  pid_is "$(recorded_pid "$(host_dir "$name")/pid")" "--machine=$(machine_name "$name") "
+}
+
+boot_host() {
+  local name="$1" dir root machine
+  dir="$(host_dir "$name")"
+  root="$dir/root"
+  machine="$(machine_name "$name")"
+  refresh_host_config "$name" "$root"
+  seed_apt_archives "$dir"
+  mkdir -p "$STATE_DIR/logs"
+  # --register=no --keep-unit: there is no systemd on the machine to register with.
+  # CAP_NET_ADMIN and a writable /proc/sys/net let the host run its own firewall (nftables)
+  # inside its own namespace.
+  SYSTEMD_NSPAWN_API_VFS_WRITABLE=network setsid systemd-nspawn --quiet --boot \
+    --directory="$root" --machine="$machine" --hostname="$name" \
+    --network-namespace-path="/run/netns/$machine" \
+    --register=no --keep-unit --capability=CAP_NET_ADMIN --console=passive \
+    --resolv-conf=off --link-journal=no \
+    --bind="$dir/apt-archives:/var/cache/apt/archives" --bind="$CACHE_DIR/pip:/var/cache/pip" \
+    </dev/null >>"$STATE_DIR/logs/$name.console.log" 2>&1 9>&- &
+  echo $! >"$dir/pid"
+}
+
+# Booted = sshd answers for the deploy user and systemd has finished starting units.
+wait_for_host() {
+  local name="$1" ip deadline state
+  ip="$(host_ip "$name")"
+  deadline=$((SECONDS + 60))
+  until ssh "${SSH_OPTIONS[@]}" "deploy@$ip" true 2>/dev/null; do
+    host_running "$name" ||
+      die "host $name stopped while booting: see $STATE_DIR/logs/$name.console.log"
+    ((SECONDS < deadline)) || die "host $name: no SSH after 60 s ($STATE_DIR/logs/$name.console.log)"
+    sleep 0.5
+  done
+  state="$(ssh "${SSH_OPTIONS[@]}" "deploy@$ip" timeout 120 systemctl is-system-running --wait || true)"
+  case "$state" in
+    running) ;;
+    degraded)
+      warn "host $name is degraded; failed units: $(ssh "${SSH_OPTIONS[@]}" "deploy@$ip" \
+        systemctl list-units --failed --plain --no-legend | awk '{print $1}' | xargs)"
+      ;;
+    *) die "host $name: systemd says '${state:-nothing}' instead of running" ;;
+  esac
+}
+
+stop_host() {
+  local name="$1" dir
+  dir="$(host_dir "$name")"
+  # A clean shutdown takes ~2 s; services such as Postgres may need longer to stop.
+  stop_pid "$(recorded_pid "$dir/pid")" "--machine=$(machine_name "$name") " 30
+  rm -f "$dir/pid"
+  harvest_apt_archives "$dir"
+}
+
+# --- the local ACME CA ---------------------------------------------------------------------------
+
+pebble_bin() { echo "${CACHE_DIR}/pebble-${SUITE}/usr/bin/$1"; }
+
+# What a recorded PID's command line must contain to still be our pebble / challtestsrv (the space
+# keeps ".../pebble" from matching ".../pebble-challtestsrv").
+acme_marker() {
+  case "$1" in
+    pebble) echo "$(pebble_bin pebble) " ;;
+    challtestsrv) echo "$(pebble_bin pebble-challtestsrv) " ;;
+  esac
+}
+
+acme_running() { pid_is "$(recorded_pid "$RUNTIME_DIR/pebble/$1.pid")" "$(acme_marker "$1")"; }
+
+# Pebble's own listener needs a certificate: a throwaway CA of ours, which certbot must trust.
+ensure_pebble_listener_certificate() {
+  local dir="$RUNTIME_DIR/pebble"
+  [[ -f "$dir/listener.pem" && -f "$PEBBLE_LISTENER_CA" ]] && return 0
+  mkdir -p "$dir"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
+    -subj "/CN=flaskstack sandbox ${SANDBOX_ID} ACME listener CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$dir/listener-ca.key" -out "$dir/listener-ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -subj "/CN=${GATEWAY_IP}" -keyout "$dir/listener.key" -out "$dir/listener.csr" 2>/dev/null
+  openssl x509 -req -in "$dir/listener.csr" -CA "$dir/listener-ca.pem" -CAkey "$dir/listener-ca.key" \
+    -days 365 -out "$dir/listener.pem" -extfile <(
+      printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+        "extendedKeyUsage=serverAuth" "subjectAltName=IP:${GATEWAY_IP},DNS:pebble,DNS:localhost" \
+        "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid:always"
+    ) 2>/dev/null
+  rm -f "$dir/listener.csr"
+  cp "$dir/listener-ca.pem" "$PEBBLE_LISTENER_CA"
+}
+
+write_pebble_config() {
+  local dir="$RUNTIME_DIR/pebble"
+  cat >"$dir/pebble-config.json" <<EOF
+{
+  "pebble": {
+    "listenAddress": "${GATEWAY_IP}:14000",
+    "managementListenAddress": "${GATEWAY_IP}:15000",
+    "certificate": "${dir}/listener.pem",
+    "privateKey": "${dir}/listener.key",
+    "httpPort": 80,
+    "tlsPort": 443,
+    "ocspResponderURL": "",
+    "certificateValidityPeriod": 7776000,
+    "externalAccountBindingRequired": false
+  }
+}
+EOF
+}
+
+ensure_acme() {
+  local edge_ip="$1" dir="$RUNTIME_DIR/pebble" logs="$STATE_DIR/logs" deadline
+  mkdir -p "$dir" "$logs"
+  ensure_pebble_listener_certificate
+  write_pebble_config
+  if ! acme_running challtestsrv; then
+    log "starting pebble-challtestsrv (DNS ${GATEWAY_IP}:8053: every name -> ${edge_ip})"
+    setsid "$(pebble_bin pebble-challtestsrv)" -dns01 "${GATEWAY_IP}:8053" \
+      -defaultIPv4 "$edge_ip" -defaultIPv6 "" -http01 "" -https01 "" -tlsalpn01 "" \
+      -management "${GATEWAY_IP}:8055" </dev/null >>"$logs/challtestsrv.log" 2>&1 9>&- &
+    echo $! >"$dir/challtestsrv.pid"
+  fi
+  if ! acme_running pebble; then
+    if [[ -f "$ACME_ROOT" ]]; then
+      log "restarting Pebble: it makes a NEW root CA and forgets every ACME account"
+    else
+      log "starting Pebble (ACME directory ${ACME_DIRECTORY})"
+    fi
+    PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 setsid "$(pebble_bin pebble)" \
+      -config "$dir/pebble-config.json" -dnsserver "${GATEWAY_IP}:8053" \
+      </dev/null >>"$logs/pebble.log" 2>&1 9>&- &
+    echo $! >"$dir/pebble.pid"
+  fi
+  deadline=$((SECONDS + 30))
+  until curl -fsS -o /dev/null --cacert "$PEBBLE_LISTENER_CA" "$ACME_DIRECTORY" 2>/dev/null; do
+    acme_running pebble || die "Pebble exited: see $logs/pebble.log"
+    ((SECONDS < deadline)) || die "Pebble does not answer at $ACME_DIRECTORY"
+    sleep 0.2
+  done
+  fetch_acme_root
+}
+
+# The root is regenerated at each Pebble start: always serve clients the current one.
+fetch_acme_root() {
+  curl -fsS --cacert "$PEBBLE_LISTENER_CA" "${PEBBLE_MANAGEMENT}/roots/0" -o "${ACME_ROOT}.tmp"
+  mv "${ACME_ROOT}.tmp" "$ACME_ROOT"
+}
+
+stop_acme() {
+  local dir="$RUNTIME_DIR/pebble"
+  stop_pid "$(recorded_pid "$dir/pebble.pid")" "$(acme_marker pebble)" 10
+  stop_pid "$(recorded_pid "$dir/challtestsrv.pid")" "$(acme_marker challtestsrv)" 10
+}
+
+# --- descriptions for Ansible, tests and people --------------------------------------------------
+
+# hosts.yml (for Ansible) and sandbox.json (for tests and people) from the recorded hosts.
+write_descriptions() {
+  local topology="$1" name line
+  mkdir -p "$INVENTORY_DIR"
+  if [[ "$SANDBOX_ID" != 0 ]]; then
+    # The committed group_vars apply to every sandbox's inventory.
+    ln -sfn "${REPO_DIR}/ansible/inventories/sandbox/group_vars" "$INVENTORY_DIR/group_vars"
+  fi
+  while IFS= read -r line; do
+    name="${line%%:*}"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$(host_ip "$name")" "${line#*:}" \
+      "$(machine_name "$name")" "$(recorded_pid "$(host_dir "$name")/pid")"
+  done <"${RUNTIME_DIR}/hosts.list" |
+    /usr/bin/python3 "${REPO_DIR}/deploy/sandbox/describe.py" \
+      --repo-dir="$REPO_DIR" --inventory-dir="$INVENTORY_DIR" --state-dir="$STATE_DIR" \
+      --topology="$topology" --domain="$DOMAIN" --ca-cert="$ACME_ROOT" \
+      --acme-server="$ACME_DIRECTORY" --acme-server-ca="$PEBBLE_LISTENER_CA" \
+      --acme-email="admin@${DOMAIN}" --ssh-user=deploy --ssh-key="$SSH_KEY" \
+      --probe-netns="$PROBE_NETNS" --probe-ip="$PROBE_IP" --sandbox-id="$SANDBOX_ID"
+}
+
+print_summary() {
+  [[ -f "$STATE_DIR/sandbox.json" ]] || die "sandbox ${SANDBOX_ID} is not up"
+  local edge_ip name line
+  edge_ip="$(/usr/bin/python3 -c 'import json, sys
+print(next(h["ip"] for h in json.load(open(sys.argv[1]))["hosts"] if "edge" in h["groups"]))' \
+    "$STATE_DIR/sandbox.json")"
+  echo
+  echo "Sandbox ${SANDBOX_ID} ($(cat "$RUNTIME_DIR/topology")): https://${DOMAIN}/"
+  while IFS= read -r line; do
+    name="${line%%:*}"
+    printf '  %-6s %-14s %s\n' "$name" "$(host_ip "$name")" "${line#*:}"
+  done <"${RUNTIME_DIR}/hosts.list"
+  echo "  reach it:  curl --resolve ${DOMAIN}:443:${edge_ip} --cacert ${ACME_ROOT} https://${DOMAIN}/"
+  echo "  a shell:   SANDBOX_ID=${SANDBOX_ID} deploy/sandbox/sandbox.sh ssh $(known_hosts | head -1)"
+  echo "  inventory: $(realpath --relative-to="$REPO_DIR" "$INVENTORY_DIR")   (ACME: ${ACME_DIRECTORY})"
+  echo "  described in $STATE_DIR/sandbox.json"
+}
+
+# --- commands ------------------------------------------------------------------------------------
+
+cmd_up() {
+  local topology="${1:-single}" started=$SECONDS line name index=0 edge_ip=""
+  topology_hosts "$topology" >/dev/null
+  if [[ -f "$RUNTIME_DIR/topology" && "$(cat "$RUNTIME_DIR/topology")" != "$topology" ]]; then
+    die "sandbox ${SANDBOX_ID} is up with topology '$(cat "$RUNTIME_DIR/topology")': run down first"
+  fi
+  ensure_root
+  ensure_host_packages
+  with_lock "${CACHE_DIR}.lock" prepare_caches
+  mkdir -p "$RUNTIME_DIR/hosts" "$STATE_DIR/logs"
+  # A state directory that ignores itself, whatever the repository's .gitignore says.
+  echo '*' >"$STATE_DIR/.gitignore"
+  echo "$topology" >"$RUNTIME_DIR/topology"
+  topology_hosts "$topology" >"$RUNTIME_DIR/hosts.list"
+  [[ -f "$SSH_KEY" ]] || ssh-keygen -q -t ed25519 -N '' -C "flaskstack-sandbox-${SANDBOX_ID}" -f "$SSH_KEY"
+
+  ensure_network
+  ensure_netns "$PROBE_NETNS" "$PROBE_IP"
+  check_name_resolution
+  while IFS= read -r line; do
+    name="${line%%:*}"
+    mkdir -p "$(host_dir "$name")"
+    echo "${SUBNET_PREFIX}.$((11 + index))" >"$(host_dir "$name")/ip"
+    index=$((index + 1))
+    if [[ -z "$edge_ip" && ",${line#*:}," == *,edge,* ]]; then edge_ip="$(host_ip "$name")"; fi
+  done <"$RUNTIME_DIR/hosts.list"
+
+  for name in $(known_hosts); do
+    if host_running "$name"; then
+      log "host $name ($(host_ip "$name")) is already running"
+      continue
+    fi
+    log "creating host $name ($(host_ip "$name"))"
+    ensure_netns "$(machine_name "$name")" "$(host_ip "$name")"
+    ensure_host_root "$name"
+    boot_host "$name"
+  done
+  for name in $(known_hosts); do
+    wait_for_host "$name"
+    log "host $name is up: $(host_ip "$name"), $(grep "^$name:" "$RUNTIME_DIR/hosts.list" | cut -d: -f2)"
+  done
+
+  ensure_acme "$edge_ip"
+  write_descriptions "$topology"
+  print_summary
+  echo "  up in $((SECONDS - started)) s"
+}
+
+cmd_down() {
+  local started=$SECONDS name netns mount
+  ensure_root
+  for name in $(known_hosts); do
+    if host_running "$name"; then log "stopping host $name"; fi
+    stop_host "$name"
+  done
+  stop_acme
+  # Every mount under our runtime directory (the hosts' overlays), innermost first.
+  while IFS= read -r mount; do
+    umount "$mount"
+  done < <(findmnt -rn -o TARGET | grep -F "${RUNTIME_DIR}/" | sort -r)
+  # Names are derived from SANDBOX_ID: sweep them even if the runtime records are gone.
+  while IFS= read -r netns; do
+    remove_netns "$netns"
+  done < <(ip netns list | awk -v prefix="${NAME_PREFIX}-" 'index($1, prefix) == 1 {print $1}')
+  if ip link show "$BRIDGE" >/dev/null 2>&1; then
+    log "removing bridge $BRIDGE and its firewall rules"
+    ip link del "$BRIDGE"
+  fi
+  remove_iptables_rules
+  rm -rf --one-file-system "$RUNTIME_DIR" "$STATE_DIR"
+  if [[ "$SANDBOX_ID" == 0 ]]; then rm -f "$INVENTORY_DIR/hosts.yml"; fi
+  log "sandbox ${SANDBOX_ID} is down ($((SECONDS - started)) s; caches kept in ${CACHE_DIR})"
+}
+
+cmd_status() {
+  local name state dir
+  if [[ ! -f "$RUNTIME_DIR/hosts.list" ]]; then
+    echo "sandbox ${SANDBOX_ID}: down"
+    return 0
+  fi
+  echo "sandbox ${SANDBOX_ID}: topology $(cat "$RUNTIME_DIR/topology"), bridge $BRIDGE"
+  for name in $(known_hosts); do
+    dir="$(host_dir "$name")"
+    if host_running "$name"; then state="running (nspawn PID $(cat "$dir/pid"))"; else state="stopped"; fi
+    printf '  %-6s %-14s %-18s %s\n' "$name" "$(host_ip "$name")" \
+      "$(grep "^$name:" "$RUNTIME_DIR/hosts.list" | cut -d: -f2)" "$state"
+  done
+  for name in pebble challtestsrv; do
+    if acme_running "$name"; then
+      printf '  %-13s running (PID %s)\n' "$name" "$(cat "$RUNTIME_DIR/pebble/$name.pid")"
+    else
+      printf '  %-13s stopped\n' "$name"
+    fi
+  done
+}
+
+cmd_ssh() {
+  (($# >= 1)) || die "usage: sandbox.sh ssh HOST [COMMAND…]"
+  local ip
+  ip="$(host_ip "$1")"
+  shift
+  if (($# == 0)) && [[ -t 0 ]]; then
+    exec ssh -t "${SSH_OPTIONS[@]}" "deploy@$ip"
+  fi
+  exec ssh "${SSH_OPTIONS[@]}" "deploy@$ip" "$@"
+}
+
+cmd_restart() {
+  (($# == 1)) || die "usage: sandbox.sh restart HOST"
+  local name="$1" started=$SECONDS
+  ensure_root
+  host_ip "$name" >/dev/null
+  log "stopping host $name"
+  stop_host "$name"
+  log "booting host $name"
+  ensure_netns "$(machine_name "$name")" "$(host_ip "$name")"
+  ensure_host_root "$name"
+  boot_host "$name"
+  wait_for_host "$name"
+  write_descriptions "$(cat "$RUNTIME_DIR/topology")"
+  log "host $name is back ($((SECONDS - started)) s)"
+}
+
+cmd_ca_root() {
+  [[ -f "$ACME_ROOT" ]] || die "sandbox ${SANDBOX_ID} is not up"
+  fetch_acme_root 2>/dev/null || warn "Pebble did not answer; $ACME_ROOT may be stale"
+  echo "$ACME_ROOT"
+}
+
+main() {
+  (($# >= 1)) || usage
+  local command="$1"
+  shift
+  case "$command" in
+    up) with_lock "/run/lock/flaskstack-sandbox-${SANDBOX_ID}.lock" cmd_up "$@" ;;
+    down) with_lock "/run/lock/flaskstack-sandbox-${SANDBOX_ID}.lock" cmd_down ;;
+    restart) with_lock "/run/lock/flaskstack-sandbox-${SANDBOX_ID}.lock" cmd_restart "$@" ;;
+    status) cmd_status ;;
+    summary) print_summary ;;
+    ssh) cmd_ssh "$@" ;;
+    ca-root) cmd_ca_root ;;
+    -h | --help | help) usage ;;
+    *) usage ;;
+  esac
+}
+
+main "$@"
