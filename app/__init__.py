@@ -16,6 +16,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import ConfigError, load_settings
 from app.extensions import csrf, db, limiter, login_manager, make_redis, migrate, server_session
+from app.validation import check_form_encoding
 
 __all__ = ["ConfigError", "create_app"]
 
@@ -66,6 +67,14 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     # gunicorn handles X-Forwarded-Proto itself (forwarded_allow_ips).
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=0, x_host=0)  # type: ignore[method-assign]
 
+    @app.before_request
+    def assign_request_id() -> None:
+        # First of all before_request hooks, so even CSRF and rate-limit logs carry the id.
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else secrets.token_hex(8)
+
+    app.before_request(check_form_encoding)
+
     app.extensions["redis"] = make_redis(app.config["REDIS_URL"])
     app.config["SESSION_REDIS"] = app.extensions["redis"]
 
@@ -91,11 +100,6 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     app.jinja_env.globals["asset_url"] = asset_url
 
     hostname = socket.gethostname()
-
-    @app.before_request
-    def assign_request_id() -> None:
-        incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else secrets.token_hex(8)
 
     @app.after_request
     def add_response_headers(response):

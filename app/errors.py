@@ -15,7 +15,7 @@ from flask import Flask, current_app, g, render_template, request
 from flask.globals import request_ctx
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
 from app.extensions import db
 
@@ -73,6 +73,13 @@ def register(app: Flask) -> None:
         if exc.code == 503:
             return _service_unavailable(exc)
         return error_response(exc.code or 500, exc.description or exc.name, exc.name)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc: RequestEntityTooLarge):
+        limit_kib = current_app.config["MAX_CONTENT_LENGTH"] // 1024
+        return error_response(
+            413, f"The request is too large (the limit is {limit_kib} KiB).", "Request too large"
+        )
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):

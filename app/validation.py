@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote_to_bytes
+
+from flask import abort, request
+
 
 class InvalidTextError(ValueError):
     pass
@@ -28,3 +32,20 @@ def clean_text(value: object, field: str, max_length: int, required: bool = True
     if len(value) > max_length:
         raise InvalidTextError(f"{field} must be at most {max_length} characters.")
     return value
+
+
+def check_form_encoding() -> None:
+    """before_request hook: refuse urlencoded bodies that are not valid UTF-8.
+
+    Werkzeug keeps undecodable %-escapes as literal text instead of failing, which would store
+    "%FF" where the user sent garbage; checking the raw body tells the client instead.
+    The body stays cached, so form parsing afterwards reads the same bytes.
+    """
+    if request.mimetype != "application/x-www-form-urlencoded":
+        return
+    raw = request.get_data(cache=True)
+    try:
+        for pair in raw.split(b"&"):
+            unquote_to_bytes(pair.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        abort(400, description="The form contains text that is not valid UTF-8.")

@@ -1,0 +1,111 @@
+"""Hostile or broken requests get a 4xx with a clear message: never a 500, never a trace."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import csrf_token_from
+
+
+@pytest.fixture
+def writer(client, auth, make_user):
+    make_user("alice")
+    auth.login("alice")
+    return client
+
+
+def post_raw_form(client, path: str, body: bytes):
+    """Send a urlencoded body byte for byte, as a broken or hostile client might."""
+    token = csrf_token_from(client, "/posts/new")
+    return client.post(
+        path,
+        data=b"csrf_token=" + token.encode() + b"&" + body,
+        content_type="application/x-www-form-urlencoded",
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"title=%FF%FE%FD&body=text", "not valid UTF-8"),
+        (b"title=ok&body=%C3%28", "not valid UTF-8"),
+        (b"title=\xff\xfe&body=text", "not valid UTF-8"),
+        (b"title=nul%00byte&body=text", "invalid characters"),
+        (b"title=" + b"x" * 201 + b"&body=text", "at most 200 characters"),
+        (b"title=&body=text", "Title is required."),
+        (b"body=only", "Title is required."),
+        (b"title=t&body=" + b"y" * 20_001, "at most 20000 characters"),
+    ],
+    ids=[
+        "invalid utf-8 title",
+        "invalid utf-8 body",
+        "raw invalid bytes",
+        "nul byte",
+        "long title",
+        "empty title",
+        "missing title",
+        "long body",
+    ],
+)
+def test_malformed_form_fields_are_refused_with_the_reason(writer, body, message):
+    response = post_raw_form(writer, "/posts/new", body)
+    assert response.status_code == 400
+    assert message in response.get_data(as_text=True)
+    assert "No posts yet." in writer.get("/").get_data(as_text=True)
+
+
+def test_an_oversized_form_is_refused_with_413(writer):
+    response = post_raw_form(writer, "/posts/new", b"title=t&body=" + b"z" * (2 * 1024 * 1024))
+    assert response.status_code == 413
+    assert "too large" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/posts/999", 404),
+        ("GET", "/posts/999/edit", 404),
+        ("GET", "/u/nobody", 404),
+        ("GET", "/posts/not-a-number", 404),
+        ("GET", "/posts/%FF%FE", 404),
+        ("GET", "/../../etc/passwd", 404),
+        ("GET", "/logout", 405),
+        ("PUT", "/posts/new", 405),
+        ("DELETE", "/", 405),
+        ("GET", "/posts/1/delete", 405),
+    ],
+)
+def test_unknown_ids_and_wrong_methods_get_a_clear_error_page(writer, method, path, status):
+    response = writer.open(path, method=method)
+    assert response.status_code == status
+    page = response.get_data(as_text=True)
+    assert f"<h1>{status} ·" in page
+    assert "Traceback" not in page
+
+
+def test_nonsense_cursors_are_ignored(client):
+    for query in ("?before=abc", "?before=-1", "?before=99999999999999999999", "?before=%00"):
+        assert client.get("/" + query).status_code == 200
+
+
+def test_a_request_id_from_nginx_is_echoed_and_a_bad_one_replaced(client):
+    assert (
+        client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"]
+        == "abc-123"
+    )
+    replaced = client.get("/healthz", headers={"X-Request-ID": "bad id <script>"})
+    assert replaced.headers["X-Request-ID"] != "bad id <script>"
+    assert len(replaced.headers["X-Request-ID"]) == 16
+
+
+def test_html_in_user_text_is_escaped(writer):
+    post_raw_form(writer, "/posts/new", b"title=%3Cscript%3Ealert(1)%3C%2Fscript%3E&body=b")
+    page = writer.get("/").get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+@pytest.mark.parametrize("env", [{"APP_HOST_HEADER": "true"}], indirect=True)
+def test_responses_name_the_app_host_when_asked(client):
+    import socket
+
+    assert client.get("/healthz").headers["X-Served-By"] == socket.gethostname()
