@@ -15,7 +15,8 @@ from flask import Flask, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import ConfigError, load_settings
-from app.extensions import csrf, db, limiter, login_manager, make_redis, migrate, server_session
+from app import sessions
+from app.extensions import csrf, db, limiter, login_manager, make_redis, migrate
 from app.validation import check_form_encoding
 
 __all__ = ["ConfigError", "create_app"]
@@ -76,11 +77,10 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     app.before_request(check_form_encoding)
 
     app.extensions["redis"] = make_redis(app.config["REDIS_URL"])
-    app.config["SESSION_REDIS"] = app.extensions["redis"]
+    sessions.init_app(app)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
-    server_session.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
     login_manager.init_app(app)

@@ -152,7 +152,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict:
         },
         # Redis, server-side sessions
         "REDIS_URL": redis_url,
-        "SESSION_TYPE": "redis",
         "SESSION_KEY_PREFIX": "flaskstack:session:",
         "SESSION_PERMANENT": True,
         "PERMANENT_SESSION_LIFETIME": timedelta(seconds=session_lifetime),

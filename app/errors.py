@@ -11,8 +11,7 @@ import logging
 
 import redis
 import sqlalchemy.exc
-from flask import Flask, current_app, g, render_template, request
-from flask.globals import request_ctx
+from flask import Flask, current_app, g, request
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
@@ -34,21 +33,20 @@ UNAVAILABLE_MESSAGE = "The service is temporarily unavailable. Please try again 
 
 
 def wants_json() -> bool:
-    return request.path.startswith("/api/")
+    return request.path.startswith("/api/") or request.blueprint == "health"
 
 
 def error_response(status: int, message: str, title: str):
     if wants_json():
         return {"message": message}, status
-    return render_template("error.html", status=status, title=title, message=message), status
+    # Straight from the Jinja environment: Flask's render_template would run the context
+    # processors, and Flask-Login's loads the current user from Postgres, maybe down.
+    page = current_app.jinja_env.get_template("error.html")
+    return page.render(status=status, title=title, message=message), status
 
 
 def _service_unavailable(exc: Exception):
     log.warning("backing service unavailable: %s: %s", type(exc).__name__, exc)
-    if request_ctx.session is None:
-        # Opening the session in Redis failed: give the response a null session so that
-        # saving it does not fail a second time.
-        request_ctx.session = current_app.session_interface.make_null_session(current_app)
     # The connection may be gone already; the session is discarded at teardown either way.
     with contextlib.suppress(Exception):
         db.session.rollback()

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from email import message_from_bytes
+from email import message_from_bytes, policy
 from email.message import Message
 from pathlib import Path
 
@@ -228,7 +228,7 @@ class MailSink:
 
     async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 - aiosmtpd API
         with self._arrived:
-            self.messages.append(message_from_bytes(envelope.content))
+            self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
             self._arrived.notify_all()
         return "250 OK"
 

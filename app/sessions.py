@@ -1,0 +1,45 @@
+"""Server-side sessions in Redis (Flask-Session) that turn a Redis outage into a 503.
+
+Flask opens the session before any error handler can run, so a Redis error there would be a
+bare 500. This interface records the error instead, hands Flask a null session, and the
+first before_request hook re-raises it inside normal request handling, where it becomes a
+503 like any other outage.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Request, request
+from flask_session.redis import RedisSessionInterface
+
+from app.errors import SERVICE_ERRORS
+
+ENVIRON_KEY = "flaskstack.session_error"
+SESSIONLESS_BLUEPRINTS = frozenset({"health", "api"})
+
+
+class ResilientRedisSessionInterface(RedisSessionInterface):
+    def open_session(self, app: Flask, request: Request):
+        try:
+            return super().open_session(app, request)
+        except SERVICE_ERRORS as exc:
+            request.environ[ENVIRON_KEY] = exc
+            return self.make_null_session(app)
+
+
+def raise_session_error() -> None:
+    error = request.environ.get(ENVIRON_KEY)
+    # Health probes and the token-authenticated API never use the session.
+    if error is not None and request.blueprint not in SESSIONLESS_BLUEPRINTS:
+        raise error
+
+
+def init_app(app: Flask) -> None:
+    """Install the session interface; settings come from the SESSION_* config keys."""
+    app.session_interface = ResilientRedisSessionInterface(
+        app,
+        client=app.extensions["redis"],
+        key_prefix=app.config["SESSION_KEY_PREFIX"],
+        permanent=app.config["SESSION_PERMANENT"],
+        sid_length=32,
+    )
+    app.before_request(raise_session_error)

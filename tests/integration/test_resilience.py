@@ -1,0 +1,126 @@
+"""With Redis or Postgres down: fast 503s (page or JSON), and recovery without a restart."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+import pytest
+
+FAST = 5.0  # seconds: "fast" means well inside any proxy or client timeout
+
+
+@contextmanager
+def stopped(server):
+    server.stop()
+    try:
+        yield
+    finally:
+        server.start()
+
+
+def timed(call):
+    started = time.monotonic()
+    response = call()
+    return response, time.monotonic() - started
+
+
+@pytest.fixture
+def signed_in(client, auth, make_user, api_token):
+    make_user("alice")
+    auth.login("alice")
+    auth.post_form("/posts/new", {"title": "Still here", "body": "Text."})
+    return api_token("alice")
+
+
+def test_redis_down_gives_fast_503s_and_recovers(client, signed_in, redis_server):
+    with stopped(redis_server):
+        response, took = timed(lambda: client.get("/"))
+        assert response.status_code == 503
+        assert took < FAST
+        page = response.get_data(as_text=True)
+        assert "temporarily unavailable" in page
+        assert response.headers["Retry-After"] == "5"
+
+        response, took = timed(lambda: client.get("/readyz"))
+        assert response.status_code == 503
+        assert response.json["redis"] != "ok"
+        assert response.json["postgres"] == "ok"
+
+        # Rate-limited endpoints need their Redis counters.
+        response, took = timed(
+            lambda: client.post("/api/v1/tokens", json={"username": "alice", "password": "x"})
+        )
+        assert response.status_code == 503
+        assert response.json == {"message": response.json["message"]}
+        assert took < FAST
+
+        # Token-authenticated writes still land in Postgres; only the e-mail job is lost.
+        response = client.post(
+            "/api/v1/posts/1/comments", json={"body": "during the outage"}, headers=signed_in
+        )
+        assert response.status_code == 201
+        assert client.get("/healthz").status_code == 200
+
+    assert client.get("/readyz").status_code == 200
+    # The test Redis keeps no data across restarts, so the session is gone: a fresh visitor.
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "Still here" in response.get_data(as_text=True)
+    assert client.get("/api/v1/comments/1").json["body"] == "during the outage"
+
+
+def test_postgres_down_gives_fast_503s_and_recovers(client, signed_in, postgres):
+    assert client.get("/").status_code == 200  # the pool now holds live connections
+    with stopped(postgres):
+        for path in ("/", "/posts/1", "/u/alice"):
+            response, took = timed(lambda path=path: client.get(path))
+            assert response.status_code == 503, path
+            assert took < FAST
+            assert "temporarily unavailable" in response.get_data(as_text=True)
+
+        response, took = timed(lambda: client.get("/api/v1/posts"))
+        assert response.status_code == 503
+        assert response.is_json
+        assert "temporarily unavailable" in response.json["message"]
+        assert took < FAST
+
+        response = client.post("/api/v1/posts", json={"title": "t", "body": "b"}, headers=signed_in)
+        assert response.status_code == 503
+
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json["postgres"] != "ok"
+        assert response.json["redis"] == "ok"
+
+    # Pre-ping replaces the dead pooled connections: no restart of the app needed.
+    assert client.get("/readyz").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "alice" in page.get_data(as_text=True)  # still logged in: the session is in Redis
+
+
+def test_wait_for_services_waits_for_a_late_database(app, postgres):
+    import threading
+
+    from app.services import wait_for_services
+
+    postgres.stop()
+    restart = threading.Timer(1.5, postgres.start)
+    restart.start()
+    try:
+        with app.app_context():
+            started = time.monotonic()
+            assert wait_for_services(timeout=30, base_delay=0.2)
+            assert time.monotonic() - started >= 1.0
+    finally:
+        restart.join()
+
+
+def test_wait_for_services_gives_up_after_its_timeout(app, redis_server):
+    from app.services import wait_for_services
+
+    with stopped(redis_server), app.app_context():
+        started = time.monotonic()
+        assert not wait_for_services(timeout=1.5, base_delay=0.2)
+        assert time.monotonic() - started < 1.5 + FAST

@@ -1,0 +1,86 @@
+"""A new comment queues a mail in Redis; the real worker process delivers it over SMTP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from app.tasks import get_queue
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_worker(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "app.worker", "--burst", "--wait", "10"],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_worker_mails_the_author_about_a_new_comment(
+    app, env, client, make_user, api_token, mail_sink
+):
+    make_user("bob")
+    bob = api_token("bob")
+    make_user("alice")
+    alice = api_token("alice")
+    client.post("/api/v1/posts", json={"title": "Worker post", "body": "b"}, headers=bob)
+    client.post("/api/v1/posts/1/comments", json={"body": "Own comment"}, headers=bob)
+    client.post("/api/v1/posts/1/comments", json={"body": "Hello Bob!"}, headers=alice)
+    with app.app_context():
+        assert get_queue().count == 1  # nobody is mailed about their own comment
+
+    worker = run_worker(env)
+    assert worker.returncode == 0, worker.stderr
+
+    messages = mail_sink.wait_for(1)
+    assert len(messages) == 1
+    mail = messages[0]
+    assert mail["To"] == "bob@example.org"
+    assert mail["From"] == "flaskstack <noreply@flaskstack.test>"
+    assert "Worker post" in mail["Subject"]
+    body = mail.get_content()
+    assert "alice commented" in body
+    assert "Hello Bob!" in body
+    assert "https://flaskstack.test/posts/1#comment-2" in body
+    with app.app_context():
+        assert get_queue().count == 0
+
+
+def test_a_comment_deleted_before_the_job_runs_sends_nothing(
+    app, env, client, auth, make_user, api_token, mail_sink
+):
+    make_user("bob")
+    make_user("alice")
+    bob = api_token("bob")
+    client.post("/api/v1/posts", json={"title": "Post", "body": "b"}, headers=bob)
+    auth.login("alice")
+    auth.post_form("/posts/1/comments", {"body": "Oops"}, form_page="/posts/1")
+    auth.post_form("/comments/1/delete", {}, form_page="/posts/1")
+
+    worker = run_worker(env)
+    assert worker.returncode == 0, worker.stderr
+    assert mail_sink.messages == []
+
+
+def test_the_worker_exits_when_services_stay_down(env, redis_server):
+    redis_server.stop()
+    try:
+        worker = subprocess.run(
+            [sys.executable, "-m", "app.worker", "--burst", "--wait", "1"],
+            cwd=REPO,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        redis_server.start()
+    assert worker.returncode == 1
+    assert "unavailable" in worker.stderr
