@@ -46,7 +46,7 @@ archive="$(deploy/build-release.sh)"
 echo "==> ansible-playbook $playbook on $INVENTORY"
 status=0
 "$ansible_playbook" -i "$INVENTORY" "$playbook" \
-  -e "flaskstack_release_archive=$archive" "$@" 2>&1 | tee "$log_file" || status=$?
+  -e "app_release_archive=$archive" "$@" 2>&1 | tee "$log_file" || status=$?
 
 # The summary: URL, hosts with their groups and their recap counts, the time taken. The groups
 # come from --graph (no variables needed); the domain from --list (needs the vault, if any).
