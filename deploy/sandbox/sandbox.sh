@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# The sandbox: real Debian 13 systemd hosts (systemd-nspawn, one network namespace each) on a private
-# bridge, plus a local ACME CA (Pebble, with pebble-challtestsrv answering DNS), so that the same
-# Ansible `make deploy` path that targets production servers can run, and be tested, on one machine.
+# The sandbox: real Debian 13 systemd hosts (systemd-nspawn, one network namespace each) on a
+# private bridge, plus a local ACME CA (Pebble, with pebble-challtestsrv answering DNS), so that
+# the same Ansible `make deploy` path that targets production servers can run, and be tested, on
+# one machine.
 #
 #   sandbox.sh up [single|multi]   create or repair the sandbox (idempotent)
 #   sandbox.sh down                remove everything it created (idempotent; caches are kept)
 #   sandbox.sh status | summary    what is up | how to reach the site
 #   sandbox.sh ssh HOST [CMD…]     a shell or a command on a host, as the deploy user
 #   sandbox.sh restart HOST        stop and boot a host's container again (a reboot)
-#   sandbox.sh ca-root             print the path of the ACME root that issues the site's certificates
+#   sandbox.sh ca-root             print the path of the ACME root that issues site certificates
 #
 # SANDBOX_ID (0-254, default 0) derives every name, subnet and state directory, so several
-# sandboxes can run side by side. Runs as root on Debian; see /work/shared/notes/TESTBED.md.
+# sandboxes can run side by side. SANDBOX_CACHE_DIR (default /var/cache/flaskstack-sandbox) holds
+# what is kept between sandboxes: the base root filesystem, Pebble, apt and pip caches.
+# Runs as root on Debian 12 or 13.
 set -euo pipefail
 
 readonly SANDBOX_ID="${SANDBOX_ID:-0}"
@@ -33,7 +36,7 @@ readonly RULE_TAG="flaskstack-sandbox-${SANDBOX_ID}"
 
 # Caches shared by every sandbox and kept by `down`; runtime (overlays, PIDs) per SANDBOX_ID,
 # outside the repository so that no tool walking the work tree descends into a host's root.
-readonly CACHE_DIR="/var/cache/flaskstack-sandbox"
+readonly CACHE_DIR="${SANDBOX_CACHE_DIR:-/var/cache/flaskstack-sandbox}"
 readonly RUNTIME_DIR="/var/lib/flaskstack-sandbox/${SANDBOX_ID}"
 if [[ "$SANDBOX_ID" == 0 ]]; then
   readonly STATE_DIR="${REPO_DIR}/.sandbox"
@@ -52,7 +55,8 @@ readonly PEBBLE_MANAGEMENT="https://${GATEWAY_IP}:15000"
 readonly SUITE="trixie"
 readonly MIRROR="http://deb.debian.org/debian"
 # What a fresh Debian server image has; nginx, Postgres, Redis and certbot are the roles' business.
-readonly ROOTFS_PACKAGES="systemd,systemd-sysv,dbus,openssh-server,python3,sudo,iproute2,ca-certificates"
+ROOTFS_PACKAGES="systemd,systemd-sysv,dbus,openssh-server,python3,sudo,iproute2"
+readonly ROOTFS_PACKAGES="${ROOTFS_PACKAGES},ca-certificates"
 # Bump when the rootfs recipe below changes, so that a new cached image is built.
 readonly ROOTFS_RECIPE=2
 
@@ -70,7 +74,7 @@ die() {
 }
 
 usage() {
-  sed -n '6,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+  sed -n '7,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
   exit 2
 }
 
@@ -93,6 +97,8 @@ known_hosts() {
   [[ -f "${RUNTIME_DIR}/hosts.list" ]] && cut -d: -f1 "${RUNTIME_DIR}/hosts.list"
   return 0
 }
+
+host_groups() { grep "^$1:" "${RUNTIME_DIR}/hosts.list" | cut -d: -f2; }
 
 host_ip() {
   local dir
@@ -131,7 +137,9 @@ stop_pid() {
 
 # --- prerequisites -------------------------------------------------------------------------------
 
-ensure_root() { ((EUID == 0)) || die "must run as root (it creates network namespaces and containers)"; }
+ensure_root() {
+  ((EUID == 0)) || die "must run as root (it creates network namespaces and containers)"
+}
 
 ensure_host_packages() {
   local -A package_of=(
@@ -146,9 +154,10 @@ ensure_host_packages() {
   ((${#missing[@]})) || return 0
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   log "installing ${missing[*]}"
-  if ! apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"; then
-    apt-get -o DPkg::Lock::Timeout=600 update -q
-    apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
+  local apt=(apt-get -o DPkg::Lock::Timeout=600 -q)
+  if ! "${apt[@]}" install -y --no-install-recommends "${missing[@]}"; then
+    "${apt[@]}" update
+    "${apt[@]}" install -y --no-install-recommends "${missing[@]}"
   fi
 }
 
@@ -174,7 +183,7 @@ rootfs_dir() {
 
 build_rootfs() {
   local rootfs="$1" scratch
-  [[ -f "$rootfs/.complete" ]] && return 0
+  [[ -d "$rootfs" ]] && return 0  # built in a scratch directory, then moved into place
   scratch="${rootfs}.building"
   rm -rf --one-file-system "$scratch"
   log "building the ${SUITE} base root filesystem (once; cached in $rootfs)"
@@ -200,7 +209,6 @@ EOF
   rm -f "$scratch"/etc/ssh/ssh_host_* "$scratch/etc/hostname" "$scratch/etc/resolv.conf"
   : >"$scratch/etc/machine-id"
   rm -rf "$scratch"/var/cache/apt/archives/*.deb "$scratch"/var/lib/apt/lists/*
-  touch "$scratch/.complete"
   mv "$scratch" "$rootfs"
 }
 
@@ -228,11 +236,62 @@ fetch_pebble() {
   rm -rf "$work"
 }
 
+# Test tooling only, never in the roles: this machine's HTTPS egress goes through an intercepting
+# proxy whose CA the hosts must trust to reach PyPI. It lives in a cached overlay layer between the
+# base and each host, because update-ca-certificates takes seconds per host.
+machine_ca_files() {
+  find /usr/local/share/ca-certificates -maxdepth 1 -type f -name '*.crt' | sort
+}
+
+pip_conf() {
+  printf '%s\n' "# flaskstack sandbox (test tooling): trust the proxy CA, share one cache" \
+    "[global]" "cert = /etc/ssl/certs/ca-certificates.crt" "cache-dir = /var/cache/pip"
+}
+
+trust_layer_dir() {
+  local key
+  key="$({
+    basename "$(rootfs_dir)"
+    pip_conf
+    machine_ca_files | xargs -r cat
+  } | sha256sum | cut -c1-12)"
+  echo "${CACHE_DIR}/trust-${key}"
+}
+
+install_machine_trust() {
+  local root="$1" crt
+  while IFS= read -r crt; do
+    # shellcheck disable=SC2094 # reads the machine's file, writes the host's
+    put_file "$root" "/usr/local/share/ca-certificates/$(basename "$crt")" 0644 <"$crt" || return 1
+  done < <(machine_ca_files)
+  chroot "$root" update-ca-certificates >/dev/null 2>&1 || return 1
+  pip_conf | put_file "$root" /etc/pip.conf 0644
+}
+
+build_trust_layer() {
+  local layer="$1" rootfs="$2" scratch failed=0
+  [[ -d "$layer" ]] && return 0
+  scratch="${layer}.building"
+  rm -rf --one-file-system "$scratch"
+  mkdir -p "$scratch/upper" "$scratch/work" "$scratch/root"
+  mount -t overlay flaskstack-trust \
+    -o "lowerdir=$rootfs,upperdir=$scratch/upper,workdir=$scratch/work" "$scratch/root"
+  install_machine_trust "$scratch/root" || failed=1
+  umount "$scratch/root"
+  ((failed == 0)) || die "could not build the trust layer in $scratch"
+  mv "$scratch/upper" "$layer"
+  rm -rf --one-file-system "$scratch"
+}
+
+# Overlay lower layers of every host, top first.
+host_lower_layers() { echo "$(trust_layer_dir):$(rootfs_dir)"; }
+
 prepare_caches() {
   mkdir -p "$CACHE_DIR/apt-archives" "$CACHE_DIR/pip"
   # pip accepts a cache only if its user may write it; hosts run pip as root and service users.
   chmod 1777 "$CACHE_DIR/pip"
   build_rootfs "$(rootfs_dir)"
+  build_trust_layer "$(trust_layer_dir)" "$(rootfs_dir)"
   fetch_pebble
 }
 
@@ -254,9 +313,11 @@ harvest_apt_archives() {
     [[ -f "$deb" ]] || continue
     name="$(basename "$deb")"
     [[ -e "$CACHE_DIR/apt-archives/$name" ]] && continue
+    # A hard link where possible; a copy across filesystems. Another host may win the race.
     ln "$deb" "$CACHE_DIR/apt-archives/$name" 2>/dev/null ||
-      { cp "$deb" "$CACHE_DIR/apt-archives/.$name.tmp" &&
-        mv "$CACHE_DIR/apt-archives/.$name.tmp" "$CACHE_DIR/apt-archives/$name"; }
+      [[ -e "$CACHE_DIR/apt-archives/$name" ]] ||
+      { cp "$deb" "$CACHE_DIR/apt-archives/.$name.$BASHPID" &&
+        mv "$CACHE_DIR/apt-archives/.$name.$BASHPID" "$CACHE_DIR/apt-archives/$name"; }
   done
 }
 
@@ -264,8 +325,8 @@ harvest_apt_archives() {
 
 uplink_mtu() {
   local device
-  device="$(ip -o route show default | awk '{for (i = 1; i < NF; i++) if ($i == "dev") print $(i + 1)}' |
-    head -1)"
+  device="$(ip -o route show default |
+    awk '{for (i = 1; i < NF; i++) if ($i == "dev") print $(i + 1)}' | head -1)"
   if [[ -n "$device" && -r "/sys/class/net/$device/mtu" ]]; then
     cat "/sys/class/net/$device/mtu"
   else
@@ -273,14 +334,14 @@ uplink_mtu() {
   fi
 }
 
-# The rules this sandbox adds, one per line (table, then the rule spec); `down` deletes exactly these.
+# The rules this sandbox adds, one per line (table, chain, rule); `down` deletes exactly these.
 iptables_rules() {
-  local tag=(-m comment --comment "$RULE_TAG")
+  local tag="-m comment --comment $RULE_TAG" replies="-m conntrack --ctstate RELATED,ESTABLISHED"
   printf '%s\n' \
-    "filter FORWARD -i $BRIDGE -o $BRIDGE ${tag[*]} -j ACCEPT" \
-    "filter FORWARD -i $BRIDGE ! -o $BRIDGE ${tag[*]} -j ACCEPT" \
-    "filter FORWARD ! -i $BRIDGE -o $BRIDGE -m conntrack --ctstate RELATED,ESTABLISHED ${tag[*]} -j ACCEPT" \
-    "nat POSTROUTING -s ${SUBNET_PREFIX}.0/24 ! -o $BRIDGE ${tag[*]} -j MASQUERADE"
+    "filter FORWARD -i $BRIDGE -o $BRIDGE $tag -j ACCEPT" \
+    "filter FORWARD -i $BRIDGE ! -o $BRIDGE $tag -j ACCEPT" \
+    "filter FORWARD ! -i $BRIDGE -o $BRIDGE $replies $tag -j ACCEPT" \
+    "nat POSTROUTING -s ${SUBNET_PREFIX}.0/24 ! -o $BRIDGE $tag -j MASQUERADE"
 }
 
 ensure_network() {
@@ -345,7 +406,7 @@ check_name_resolution() {
   [[ -n "$(upstream_resolvers)" ]] ||
     die "no non-loopback IPv4 nameserver in /etc/resolv.conf for the hosts to use"
   timeout 15 ip netns exec "$PROBE_NETNS" getent ahostsv4 deb.debian.org >/dev/null ||
-    die "deb.debian.org does not resolve from inside the sandbox network (resolvers: $(upstream_resolvers | xargs))"
+    die "deb.debian.org does not resolve in the sandbox (resolvers: $(upstream_resolvers | xargs))"
 }
 
 # --- hosts ---------------------------------------------------------------------------------------
@@ -359,7 +420,8 @@ put_file() {
 
 etc_hosts() {
   local name="$1" line
-  printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-loopback\n\n' "$name"
+  printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n' "$name"
+  printf '::1\t\tlocalhost ip6-localhost ip6-loopback\n\n'
   echo "# the sandbox's hosts"
   while IFS= read -r line; do
     printf '%s\t%s\n' "$(cat "$(host_dir "${line%%:*}")/ip")" "${line%%:*}"
@@ -380,37 +442,29 @@ create_host_identity() {
 
 # At every boot: what depends on the machine or on this sandbox's state rather than on the host.
 refresh_host_config() {
-  local name="$1" root="$2" crt resolver
+  local name="$1" root="$2" resolver
   etc_hosts "$name" | put_file "$root" /etc/hosts 0644
   for resolver in $(upstream_resolvers); do echo "nameserver $resolver"; done |
     put_file "$root" /etc/resolv.conf 0644
   chroot "$root" install -d -m 0700 -o deploy -g deploy /home/deploy/.ssh
   put_file "$root" /home/deploy/.ssh/authorized_keys 0600 <"${SSH_KEY}.pub"
   chroot "$root" chown deploy:deploy /home/deploy/.ssh/authorized_keys
-  # Test tooling only (never in the roles): this machine's HTTPS egress goes through an
-  # intercepting proxy whose CA the hosts must trust to reach PyPI.
-  for crt in /usr/local/share/ca-certificates/*.crt; do
-    [[ -f "$crt" ]] || continue
-    # shellcheck disable=SC2094 # reads the machine's file, writes the host's
-    put_file "$root" "/usr/local/share/ca-certificates/$(basename "$crt")" 0644 <"$crt"
-  done
-  chroot "$root" update-ca-certificates >/dev/null 2>&1 || warn "update-ca-certificates failed on $name"
-  printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\ncache-dir = /var/cache/pip\n' |
-    put_file "$root" /etc/pip.conf 0644
 }
 
 ensure_host_root() {
-  local name="$1" dir root lower
+  local name="$1" dir root lower layer
   dir="$(host_dir "$name")"
   root="$dir/root"
-  lower="$(rootfs_dir)"
   mkdir -p "$dir/upper" "$dir/work" "$root"
-  if [[ -f "$dir/lower" && "$(cat "$dir/lower")" != "$lower" ]]; then
-    die "host $name was created from $(cat "$dir/lower"), the current base is $lower: run down first"
-  fi
-  echo "$lower" >"$dir/lower"
+  # A host keeps the layers it was made from (a newer base only applies to new hosts).
+  [[ -f "$dir/lower" ]] || host_lower_layers >"$dir/lower"
+  lower="$(cat "$dir/lower")"
+  for layer in ${lower//:/ }; do
+    [[ -d "$layer" ]] || die "host $name was made from $layer, which is gone: run down first"
+  done
   mountpoint -q "$root" ||
-    mount -t overlay "$(machine_name "$name")" -o "lowerdir=$lower,upperdir=$dir/upper,workdir=$dir/work" "$root"
+    mount -t overlay "$(machine_name "$name")" \
+      -o "lowerdir=$lower,upperdir=$dir/upper,workdir=$dir/work" "$root"
   if [[ ! -f "$dir/identity-created" ]]; then
     create_host_identity "$name" "$root"
     touch "$dir/identity-created"
@@ -451,10 +505,12 @@ wait_for_host() {
   until ssh "${SSH_OPTIONS[@]}" "deploy@$ip" true 2>/dev/null; do
     host_running "$name" ||
       die "host $name stopped while booting: see $STATE_DIR/logs/$name.console.log"
-    ((SECONDS < deadline)) || die "host $name: no SSH after 60 s ($STATE_DIR/logs/$name.console.log)"
-    sleep 0.5
+    ((SECONDS < deadline)) ||
+      die "host $name: no SSH after 60 s (see $STATE_DIR/logs/$name.console.log)"
+    sleep 0.2
   done
-  state="$(ssh "${SSH_OPTIONS[@]}" "deploy@$ip" timeout 120 systemctl is-system-running --wait || true)"
+  state="$(ssh "${SSH_OPTIONS[@]}" "deploy@$ip" \
+    timeout 120 systemctl is-system-running --wait || true)"
   case "$state" in
     running) ;;
     degraded)
@@ -500,8 +556,8 @@ ensure_pebble_listener_certificate() {
     -keyout "$dir/listener-ca.key" -out "$dir/listener-ca.pem" 2>/dev/null
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
     -subj "/CN=${GATEWAY_IP}" -keyout "$dir/listener.key" -out "$dir/listener.csr" 2>/dev/null
-  openssl x509 -req -in "$dir/listener.csr" -CA "$dir/listener-ca.pem" -CAkey "$dir/listener-ca.key" \
-    -days 365 -out "$dir/listener.pem" -extfile <(
+  openssl x509 -req -in "$dir/listener.csr" -days 365 \
+    -CA "$dir/listener-ca.pem" -CAkey "$dir/listener-ca.key" -out "$dir/listener.pem" -extfile <(
       printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
         "extendedKeyUsage=serverAuth" "subjectAltName=IP:${GATEWAY_IP},DNS:pebble,DNS:localhost" \
         "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid:always"
@@ -608,9 +664,12 @@ print(next(h["ip"] for h in json.load(open(sys.argv[1]))["hosts"] if "edge" in h
     name="${line%%:*}"
     printf '  %-6s %-14s %s\n' "$name" "$(host_ip "$name")" "${line#*:}"
   done <"${RUNTIME_DIR}/hosts.list"
-  echo "  reach it:  curl --resolve ${DOMAIN}:443:${edge_ip} --cacert ${ACME_ROOT} https://${DOMAIN}/"
-  echo "  a shell:   SANDBOX_ID=${SANDBOX_ID} deploy/sandbox/sandbox.sh ssh $(known_hosts | head -1)"
-  echo "  inventory: $(realpath --relative-to="$REPO_DIR" "$INVENTORY_DIR")   (ACME: ${ACME_DIRECTORY})"
+  echo "  reach it:  curl --resolve ${DOMAIN}:443:${edge_ip} --cacert ${ACME_ROOT}" \
+    "https://${DOMAIN}/"
+  echo "  a shell:   SANDBOX_ID=${SANDBOX_ID} deploy/sandbox/sandbox.sh ssh" \
+    "$(known_hosts | head -1)"
+  echo "  inventory: $(realpath --relative-to="$REPO_DIR" "$INVENTORY_DIR")" \
+    "  (ACME: ${ACME_DIRECTORY})"
   echo "  described in $STATE_DIR/sandbox.json"
 }
 
@@ -630,7 +689,9 @@ cmd_up() {
   echo '*' >"$STATE_DIR/.gitignore"
   echo "$topology" >"$RUNTIME_DIR/topology"
   topology_hosts "$topology" >"$RUNTIME_DIR/hosts.list"
-  [[ -f "$SSH_KEY" ]] || ssh-keygen -q -t ed25519 -N '' -C "flaskstack-sandbox-${SANDBOX_ID}" -f "$SSH_KEY"
+  if [[ ! -f "$SSH_KEY" ]]; then
+    ssh-keygen -q -t ed25519 -N '' -C "flaskstack-sandbox-${SANDBOX_ID}" -f "$SSH_KEY"
+  fi
 
   ensure_network
   ensure_netns "$PROBE_NETNS" "$PROBE_IP"
@@ -655,7 +716,7 @@ cmd_up() {
   done
   for name in $(known_hosts); do
     wait_for_host "$name"
-    log "host $name is up: $(host_ip "$name"), $(grep "^$name:" "$RUNTIME_DIR/hosts.list" | cut -d: -f2)"
+    log "host $name is up: $(host_ip "$name"), $(host_groups "$name")"
   done
 
   ensure_acme "$edge_ip"
@@ -665,12 +726,16 @@ cmd_up() {
 }
 
 cmd_down() {
-  local started=$SECONDS name netns mount
+  local started=$SECONDS name netns mount pid
   ensure_root
+  local stopping=()
   for name in $(known_hosts); do
     if host_running "$name"; then log "stopping host $name"; fi
-    stop_host "$name"
+    # In parallel: each clean shutdown takes seconds.
+    stop_host "$name" &
+    stopping+=($!)
   done
+  for pid in "${stopping[@]}"; do wait "$pid"; done
   stop_acme
   # Every mount under our runtime directory (the hosts' overlays), innermost first.
   while IFS= read -r mount; do
@@ -699,9 +764,9 @@ cmd_status() {
   echo "sandbox ${SANDBOX_ID}: topology $(cat "$RUNTIME_DIR/topology"), bridge $BRIDGE"
   for name in $(known_hosts); do
     dir="$(host_dir "$name")"
-    if host_running "$name"; then state="running (nspawn PID $(cat "$dir/pid"))"; else state="stopped"; fi
-    printf '  %-6s %-14s %-18s %s\n' "$name" "$(host_ip "$name")" \
-      "$(grep "^$name:" "$RUNTIME_DIR/hosts.list" | cut -d: -f2)" "$state"
+    state="stopped"
+    if host_running "$name"; then state="running (nspawn PID $(cat "$dir/pid"))"; fi
+    printf '  %-6s %-14s %-18s %s\n' "$name" "$(host_ip "$name")" "$(host_groups "$name")" "$state"
   done
   for name in pebble challtestsrv; do
     if acme_running "$name"; then
