@@ -14,8 +14,8 @@ from dotenv import load_dotenv
 from flask import Flask, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app.config import ConfigError, load_settings
 from app import sessions
+from app.config import ConfigError, load_settings
 from app.extensions import csrf, db, limiter, login_manager, make_redis, migrate
 from app.validation import check_form_encoding
 

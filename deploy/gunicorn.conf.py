@@ -35,8 +35,8 @@ max_requests_jitter = 200
 # The worker heartbeat file on tmpfs: on a disk it can block workers under I/O load.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 
-# Trust X-Forwarded-Proto etc. only from nginx (loopback or its unix socket by default).
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Trust X-Forwarded-Proto only from nginx: loopback by default (a unix socket is always trusted).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"
 
 # Logs to stdout/stderr for journald or Docker; the request id comes from nginx.
 accesslog = "-"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, redirect, render_template, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db, limiter, login_manager
 from app.forms import ConfirmForm, LoginForm, RegisterForm
@@ -18,6 +19,7 @@ from app.models import User
 bp = Blueprint("auth", __name__)
 
 LOGIN_FAILED = "Unknown username or wrong password."
+ALREADY_REGISTERED = "That username or e-mail address is already registered."
 
 
 @login_manager.user_loader
@@ -57,15 +59,20 @@ def register():
             )
         )
         if taken is not None:
-            form.username.errors.append("That username or e-mail address is already registered.")
+            form.username.errors.append(ALREADY_REGISTERED)
         else:
             user = User(username=form.username.data, email=form.email.data)
             user.set_password(form.password.data)
             db.session.add(user)
-            db.session.commit()
-            start_session_for(user)
-            flash(f"Welcome, {user.username}!")
-            return redirect(url_for("main.index"))
+            try:
+                db.session.commit()
+            except IntegrityError:  # the same name registered a moment ago
+                db.session.rollback()
+                form.username.errors.append(ALREADY_REGISTERED)
+            else:
+                start_session_for(user)
+                flash(f"Welcome, {user.username}!")
+                return redirect(url_for("main.index"))
     return render_template("auth/register.html", form=form), 400 if form.errors else 200
 
 

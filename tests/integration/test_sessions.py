@@ -8,7 +8,7 @@ import time
 import pytest
 from conftest import STRONG_PASSWORD, AuthActions, csrf_token_from
 from redis import Redis
-from redis.exceptions import AuthenticationRequiredError
+from redis.exceptions import AuthenticationError
 
 from app.extensions import get_redis
 
@@ -149,5 +149,5 @@ def test_login_attempts_are_rate_limited(app, client, auth, make_user):
 
 def test_redis_keys_are_not_readable_without_the_password(redis_server):
     anonymous = Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=2)
-    with pytest.raises(AuthenticationRequiredError):
+    with pytest.raises(AuthenticationError):
         anonymous.get("anything")

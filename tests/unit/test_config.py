@@ -1,0 +1,109 @@
+"""Settings from the environment, and refusing unsafe production settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.config import ConfigError, limiter_storage_uri, load_settings, sqlalchemy_url
+
+GOOD_PRODUCTION = {
+    "APP_ENV": "production",
+    "SECRET_KEY": "0123456789abcdef0123456789abcdef-real",
+    "DATABASE_URL": "postgresql://flaskstack:s3cr3t-db-pass@db:5432/flaskstack",
+    "REDIS_URL": "redis://:s3cr3t-redis-pass@cache:6379/0",
+}
+
+
+def test_production_settings_are_secure():
+    settings = load_settings(GOOD_PRODUCTION)
+    assert settings["SESSION_COOKIE_NAME"] == "__Host-session"
+    assert settings["SESSION_COOKIE_SECURE"] is True
+    assert settings["SESSION_COOKIE_HTTPONLY"] is True
+    assert settings["SESSION_COOKIE_SAMESITE"] == "Lax"
+    assert settings["REMEMBER_COOKIE_SECURE"] is True
+    assert settings["SQLALCHEMY_DATABASE_URI"].startswith("postgresql+psycopg2://")
+    options = settings["SQLALCHEMY_ENGINE_OPTIONS"]
+    assert options["pool_pre_ping"] is True
+    assert "statement_timeout" in options["connect_args"]["options"]
+
+
+def test_the_default_environment_is_production():
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        load_settings({})
+
+
+@pytest.mark.parametrize(
+    ("changes", "variable"),
+    [
+        ({"SECRET_KEY": ""}, "SECRET_KEY"),
+        ({"SECRET_KEY": "changeme"}, "SECRET_KEY"),
+        ({"SECRET_KEY": "too-short"}, "SECRET_KEY"),
+        ({"DATABASE_URL": ""}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://flaskstack@db/flaskstack"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://flaskstack:postgres@db/flaskstack"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://flaskstack:change-me@db/flaskstack"}, "DATABASE_URL"),
+        ({"REDIS_URL": ""}, "REDIS_URL"),
+        ({"REDIS_URL": "redis://cache:6379/0"}, "REDIS_URL"),
+        ({"REDIS_URL": "unix:///run/redis/redis.sock?db=0"}, "REDIS_URL"),
+        ({"REDIS_URL": "redis://:redis@cache:6379/0"}, "REDIS_URL"),
+        ({"APP_ENV": "staging"}, "APP_ENV"),
+        ({"SESSION_LIFETIME": "soon"}, "SESSION_LIFETIME"),
+        ({"SESSION_LIFETIME": "5"}, "SESSION_LIFETIME"),
+    ],
+)
+def test_unsafe_or_invalid_settings_are_refused_in_one_line_naming_the_variable(changes, variable):
+    with pytest.raises(ConfigError) as refused:
+        load_settings({**GOOD_PRODUCTION, **changes})
+    message = str(refused.value.code)
+    assert message.startswith(variable)
+    assert "\n" not in message
+
+
+def test_a_redis_password_in_the_unix_socket_query_is_accepted():
+    settings = load_settings(
+        {**GOOD_PRODUCTION, "REDIS_URL": "unix:///run/redis/redis.sock?db=0&password=long-pass"}
+    )
+    assert settings["RATELIMIT_STORAGE_URI"].startswith("redis+unix:///run/redis/redis.sock")
+
+
+def test_development_runs_without_secrets_and_without_https_cookies():
+    settings = load_settings({"APP_ENV": "development"})
+    assert settings["SESSION_COOKIE_NAME"] == "session"
+    assert settings["SESSION_COOKIE_SECURE"] is False
+    assert settings["SECRET_KEY"]
+    assert settings["SQLALCHEMY_DATABASE_URI"].startswith("postgresql+psycopg2://")
+
+
+def test_numbers_and_flags_are_parsed():
+    settings = load_settings(
+        {
+            "APP_ENV": "testing",
+            "SESSION_LIFETIME": "3600",
+            "SMTP_PORT": "587",
+            "SMTP_STARTTLS": "true",
+            "APP_HOST_HEADER": "yes",
+            "RATELIMIT_ENABLED": "false",
+        }
+    )
+    assert settings["PERMANENT_SESSION_LIFETIME"].total_seconds() == 3600
+    assert settings["SMTP_PORT"] == 587
+    assert settings["SMTP_STARTTLS"] is True
+    assert settings["APP_HOST_HEADER"] is True
+    assert settings["RATELIMIT_ENABLED"] is False
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://u:p@h/d", "postgresql+psycopg2://u:p@h/d"),
+        ("postgres://u:p@h/d", "postgresql+psycopg2://u:p@h/d"),
+        ("postgresql+psycopg2://u:p@h/d", "postgresql+psycopg2://u:p@h/d"),
+    ],
+)
+def test_the_psycopg2_driver_is_always_used(url, expected):
+    assert sqlalchemy_url(url) == expected
+
+
+def test_limits_gets_its_own_spelling_of_unix_sockets():
+    assert limiter_storage_uri("redis://:p@h:6379/0") == "redis://:p@h:6379/0"
+    assert limiter_storage_uri("unix:///s.sock?password=p") == "redis+unix:///s.sock?password=p"
