@@ -438,6 +438,8 @@ create_host_identity() {
   # '*' = no password but not locked: sshd refuses locked accounts even for keys.
   chroot "$root" usermod --password '*' deploy
   echo "deploy ALL=(ALL) NOPASSWD:ALL" | put_file "$root" /etc/sudoers.d/deploy 0440
+  # Nobody types on nspawn's passive console: a getty there can only fail and degrade the host.
+  chroot "$root" ln -sfn /dev/null /etc/systemd/system/console-getty.service  # = systemctl mask
 }
 
 # At every boot: what depends on the machine or on this sandbox's state rather than on the host.
