@@ -33,7 +33,7 @@ deps: ## Install the Debian packages the tests need (only the missing ones)
 
 .PHONY: dev
 dev: deps venv ## Run the app and the worker locally against throwaway Postgres and Redis
-	@$(BIN)/python -m tests.tools.devserver
+	@$(BIN)/python tests/tools/devserver.py
 
 .PHONY: lint
 lint: venv ## Run the linters (ruff, shellcheck, yamllint, ansible-lint)
