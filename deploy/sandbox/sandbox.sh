@@ -9,6 +9,7 @@
 #   sandbox.sh status | summary    what is up | how to reach the site
 #   sandbox.sh ssh HOST [CMD…]     a shell or a command on a host, as the deploy user
 #   sandbox.sh restart HOST        stop and boot a host's container again (a reboot)
+#   sandbox.sh stop|start HOST     power a host off or on (e.g. an app host failing under load)
 #   sandbox.sh ca-root             print the path of the ACME root that issues site certificates
 #
 # SANDBOX_ID (0-254, default 0) derives every name, subnet and state directory, so several
@@ -74,7 +75,7 @@ die() {
 }
 
 usage() {
-  sed -n '7,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+  sed -n '7,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
   exit 2
 }
 
@@ -115,6 +116,22 @@ pid_is() {
   local pid="$1" marker="$2"
   [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
   tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$marker"
+}
+
+# Start a long-running process detached from this script, in its own session, with no inherited
+# descriptors (a caller's pipe or our lock held open by a daemon would hang or block the caller),
+# its output appended to LOG, and its PID (the same after the exec chain) written to PID_FILE.
+spawn_daemon() {
+  local pid_file="$1" log_file="$2"
+  shift 2
+  (
+    for fd in /proc/"$BASHPID"/fd/*; do
+      fd="${fd##*/}"
+      if ((fd > 2)); then eval "exec ${fd}>&-" 2>/dev/null || true; fi
+    done
+    exec setsid "$@" </dev/null >>"$log_file" 2>&1
+  ) &
+  echo $! >"$pid_file"
 }
 
 recorded_pid() { if [[ -f "$1" ]]; then cat "$1"; fi; }
@@ -489,14 +506,13 @@ boot_host() {
   # --register=no --keep-unit: there is no systemd on the machine to register with.
   # CAP_NET_ADMIN and a writable /proc/sys/net let the host run its own firewall (nftables)
   # inside its own namespace.
-  SYSTEMD_NSPAWN_API_VFS_WRITABLE=network setsid systemd-nspawn --quiet --boot \
+  spawn_daemon "$dir/pid" "$STATE_DIR/logs/$name.console.log" \
+    env SYSTEMD_NSPAWN_API_VFS_WRITABLE=network systemd-nspawn --quiet --boot \
     --directory="$root" --machine="$machine" --hostname="$name" \
     --network-namespace-path="/run/netns/$machine" \
     --register=no --keep-unit --capability=CAP_NET_ADMIN --console=passive \
     --resolv-conf=off --link-journal=no \
-    --bind="$dir/apt-archives:/var/cache/apt/archives" --bind="$CACHE_DIR/pip:/var/cache/pip" \
-    </dev/null >>"$STATE_DIR/logs/$name.console.log" 2>&1 9>&- &
-  echo $! >"$dir/pid"
+    --bind="$dir/apt-archives:/var/cache/apt/archives" --bind="$CACHE_DIR/pip:/var/cache/pip"
 }
 
 # Booted = sshd answers for the deploy user and systemd has finished starting units.
@@ -594,10 +610,10 @@ ensure_acme() {
   write_pebble_config
   if ! acme_running challtestsrv; then
     log "starting pebble-challtestsrv (DNS ${GATEWAY_IP}:8053: every name -> ${edge_ip})"
-    setsid "$(pebble_bin pebble-challtestsrv)" -dns01 "${GATEWAY_IP}:8053" \
+    spawn_daemon "$dir/challtestsrv.pid" "$logs/challtestsrv.log" \
+      "$(pebble_bin pebble-challtestsrv)" -dns01 "${GATEWAY_IP}:8053" \
       -defaultIPv4 "$edge_ip" -defaultIPv6 "" -http01 "" -https01 "" -tlsalpn01 "" \
-      -management "${GATEWAY_IP}:8055" </dev/null >>"$logs/challtestsrv.log" 2>&1 9>&- &
-    echo $! >"$dir/challtestsrv.pid"
+      -management "${GATEWAY_IP}:8055"
   fi
   if ! acme_running pebble; then
     if [[ -f "$ACME_ROOT" ]]; then
@@ -605,10 +621,10 @@ ensure_acme() {
     else
       log "starting Pebble (ACME directory ${ACME_DIRECTORY})"
     fi
-    PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 setsid "$(pebble_bin pebble)" \
-      -config "$dir/pebble-config.json" -dnsserver "${GATEWAY_IP}:8053" \
-      </dev/null >>"$logs/pebble.log" 2>&1 9>&- &
-    echo $! >"$dir/pebble.pid"
+    # No artificial validation delays, no simulated bad nonces: fast, deterministic tests.
+    spawn_daemon "$dir/pebble.pid" "$logs/pebble.log" \
+      env PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 \
+      "$(pebble_bin pebble)" -config "$dir/pebble-config.json" -dnsserver "${GATEWAY_IP}:8053"
   fi
   deadline=$((SECONDS + 30))
   until curl -fsS -o /dev/null --cacert "$PEBBLE_LISTENER_CA" "$ACME_DIRECTORY" 2>/dev/null; do
@@ -668,8 +684,9 @@ print(next(h["ip"] for h in json.load(open(sys.argv[1]))["hosts"] if "edge" in h
   done <"${RUNTIME_DIR}/hosts.list"
   echo "  reach it:  curl --resolve ${DOMAIN}:443:${edge_ip} --cacert ${ACME_ROOT}" \
     "https://${DOMAIN}/"
-  echo "  a shell:   SANDBOX_ID=${SANDBOX_ID} deploy/sandbox/sandbox.sh ssh" \
-    "$(known_hosts | head -1)"
+  local prefix=""
+  [[ "$SANDBOX_ID" == 0 ]] || prefix="SANDBOX_ID=${SANDBOX_ID} "
+  echo "  a shell:   ${prefix}deploy/sandbox/sandbox.sh ssh $(known_hosts | head -1)"
   echo "  inventory: $(realpath --relative-to="$REPO_DIR" "$INVENTORY_DIR")" \
     "  (ACME: ${ACME_DIRECTORY})"
   echo "  described in $STATE_DIR/sandbox.json"
@@ -790,20 +807,38 @@ cmd_ssh() {
   exec ssh "${SSH_OPTIONS[@]}" "deploy@$ip" "$@"
 }
 
-cmd_restart() {
-  (($# == 1)) || die "usage: sandbox.sh restart HOST"
-  local name="$1" started=$SECONDS
+cmd_stop() {
+  (($# == 1)) || die "usage: sandbox.sh stop HOST"
+  ensure_root
+  host_ip "$1" >/dev/null
+  log "stopping host $1"
+  stop_host "$1"
+}
+
+cmd_start() {
+  (($# == 1)) || die "usage: sandbox.sh start HOST"
+  local name="$1"
   ensure_root
   host_ip "$name" >/dev/null
-  log "stopping host $name"
-  stop_host "$name"
+  if host_running "$name"; then
+    log "host $name is already running"
+    return 0
+  fi
   log "booting host $name"
   ensure_netns "$(machine_name "$name")" "$(host_ip "$name")"
   ensure_host_root "$name"
   boot_host "$name"
   wait_for_host "$name"
   write_descriptions "$(cat "$RUNTIME_DIR/topology")"
-  log "host $name is back ($((SECONDS - started)) s)"
+}
+
+# A reboot as the tests need it: services enabled at boot must come back by themselves.
+cmd_restart() {
+  (($# == 1)) || die "usage: sandbox.sh restart HOST"
+  local started=$SECONDS
+  cmd_stop "$1"
+  cmd_start "$1"
+  log "host $1 is back ($((SECONDS - started)) s)"
 }
 
 cmd_ca_root() {
@@ -819,7 +854,9 @@ main() {
   case "$command" in
     up) with_lock "/run/lock/flaskstack-sandbox-${SANDBOX_ID}.lock" cmd_up "$@" ;;
     down) with_lock "/run/lock/flaskstack-sandbox-${SANDBOX_ID}.lock" cmd_down ;;
-    restart) with_lock "/run/lock/flaskstack-sandbox-${SANDBOX_ID}.lock" cmd_restart "$@" ;;
+    restart | stop | start)
+      with_lock "/run/lock/flaskstack-sandbox-${SANDBOX_ID}.lock" "cmd_$command" "$@"
+      ;;
     status) cmd_status ;;
     summary) print_summary ;;
     ssh) cmd_ssh "$@" ;;
