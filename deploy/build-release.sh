@@ -69,8 +69,9 @@ else
   # Reproducible layout: sorted names, one owner, the commit's time as every file's mtime.
   mtime="@$(git log -1 --format=%ct 2>/dev/null || echo 0)"
   tar --create --directory="$tree" --sort=name --owner=0 --group=0 --numeric-owner \
-    --mtime="$mtime" . | gzip -n -6 >"$archive.tmp"
-  mv "$archive.tmp" "$archive"
+    --mtime="$mtime" . | gzip -n -6 >"$archive.tmp.$$"
+  # Atomic: a concurrent build of the same release never sees a partial archive.
+  mv "$archive.tmp.$$" "$archive"
   log "built release $release_id (commit ${commit:0:12}$([[ $dirty == true ]] && echo ', dirty tree')," \
     "$(du -h "$archive" | cut -f1)): $(realpath --relative-to="$repo_dir" "$archive")"
 fi

@@ -31,13 +31,15 @@ ansible_bin="$(dirname "$ansible_playbook")"
 export ANSIBLE_CONFIG="$repo_dir/ansible/ansible.cfg"
 # Colours survive the tee into the log; the log keeps the full output of the last deploy.
 export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-$([[ -t 1 ]] && echo 1 || echo 0)}"
-log_dir="$repo_dir/.build"
+# One log, lock and summary per inventory: deploys to different inventories may run side by side.
+inventory_slug="$(realpath --relative-to="$repo_dir" "$INVENTORY" | tr -c 'A-Za-z0-9.\n-' '_')"
+log_dir="$repo_dir/.build/deploy/$inventory_slug"
 mkdir -p "$log_dir"
 log_file="$log_dir/deploy.log"
 
-# Two deploys from this machine never overlap.
-exec 9>"$log_dir/deploy.lock"
-flock --nonblock 9 || die "another deploy from this checkout is running (lock: $log_dir/deploy.lock)"
+# Two deploys of the same inventory from this checkout never overlap.
+exec 9>"$log_dir/lock"
+flock --nonblock 9 || die "another deploy to $INVENTORY is running (lock: $log_dir/lock)"
 
 started=$SECONDS
 echo "==> building the release"
@@ -101,6 +103,6 @@ for host in sorted(set(groups) | set(recap)):
     print(f"  {host:<28} {','.join(groups.get(host, [])):<22} {cells[0]:>4} {cells[1]:>8} "
           f"{cells[2]:>7} {cells[3]:>8}")
 failed = status != "0" or any(c["failed"] or c["unreachable"] for c in recap.values())
-print(f"  result:   {'FAILED (see .build/deploy.log)' if failed else 'ok'}")
+print(f"  result:   {'FAILED (log: ' + log_file + ')' if failed else 'ok'}")
 PY
 exit "$status"
