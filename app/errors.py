@@ -68,8 +68,6 @@ def _find_service_error(exc: BaseException | None) -> Exception | None:
 def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        if exc.code == 503:
-            return _service_unavailable(exc)
         return error_response(exc.code or 500, exc.description or exc.name, exc.name)
 
     @app.errorhandler(RequestEntityTooLarge)

@@ -9,6 +9,7 @@ mapping, exactly as production builds it from os.environ, and a clean database a
 from __future__ import annotations
 
 import re
+import signal
 
 import pytest
 from flask import Flask
@@ -25,6 +26,16 @@ CSRF_FIELD = re.compile(
     r'name="csrf_token" type="hidden" value="([^"]+)"|'
     r'name="csrf_token" value="([^"]+)"'
 )
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def pytest_configure(config):
+    # CI cancellation, `timeout` and `kill` send SIGTERM, which would end Python without
+    # running fixture finalizers; as an interrupt, the servers are still stopped and removed.
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 @pytest.fixture(scope="session")

@@ -239,6 +239,9 @@ class MailSink:
 
     def start(self) -> None:
         self.controller.start()
+        self._started = True
 
     def close(self) -> None:
-        self.controller.stop()
+        if getattr(self, "_started", False):
+            self.controller.stop()
+            self._started = False

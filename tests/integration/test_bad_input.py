@@ -109,3 +109,24 @@ def test_responses_name_the_app_host_when_asked(client):
     import socket
 
     assert client.get("/healthz").headers["X-Served-By"] == socket.gethostname()
+
+
+def test_a_bug_gives_a_plain_500_page_and_a_logged_trace_with_the_request_id(app, caplog):
+    def broken_view():
+        raise RuntimeError("a bug")
+
+    app.add_url_rule("/broken", view_func=broken_view)
+    app.add_url_rule("/api/v1/broken", view_func=broken_view, endpoint="api_broken")
+    client = app.test_client()
+
+    page = client.get("/broken", headers={"X-Request-ID": "req-500"})
+    assert page.status_code == 500
+    assert "Something went wrong on our side." in page.get_data(as_text=True)
+    assert "a bug" not in page.get_data(as_text=True)
+    api = client.get("/api/v1/broken")
+    assert api.status_code == 500
+    assert api.json == {"message": "Something went wrong on our side."}
+
+    logged = [r for r in caplog.records if r.getMessage().startswith("unhandled error")]
+    assert logged[0].request_id == "req-500"
+    assert "RuntimeError: a bug" in caplog.text
