@@ -52,9 +52,7 @@ class Sandbox:
             "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
             f"{self.spec['ssh_user']}@{host['ip']}", command,
         ]  # fmt: skip
-        return subprocess.run(
-            argv, capture_output=True, text=True, check=check, timeout=timeout
-        )
+        return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout)
 
     def curl(self, *args: str, netns: str | None = None, check: bool = False):
         """curl with the site's name resolved to the edge host, trusting the ACME CA."""

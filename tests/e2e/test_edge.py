@@ -56,8 +56,8 @@ def test_plain_http_redirects_to_https_with_301(sandbox):
 
 def test_acme_challenge_path_is_served_over_plain_http(sandbox):
     """The HTTP-01 path must not redirect: a missing token is a plain 404 on port 80."""
-    result = sandbox.curl("-o", "/dev/null", "-w", "%{response_code}",
-                          f"http://{sandbox.domain}/.well-known/acme-challenge/no-such-token")  # fmt: skip
+    missing = f"http://{sandbox.domain}/.well-known/acme-challenge/no-such-token"
+    result = sandbox.curl("-o", "/dev/null", "-w", "%{response_code}", missing)
     assert result.stdout == "404"
 
 
@@ -104,4 +104,3 @@ def test_only_ssh_http_and_https_answer_from_another_host(sandbox):
             assert open_tcp_ports(sandbox, host["ip"], candidates) == {22, 80, 443}, host
         else:
             assert {80, 443}.isdisjoint(open_tcp_ports(sandbox, host["ip"], candidates)), host
-

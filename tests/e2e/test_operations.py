@@ -73,7 +73,7 @@ def test_reboot_brings_every_service_back(sandbox, browser):
         units = [unit for group in host["groups"] for unit in UNITS[group]]
         active = sandbox.ssh(host, "systemctl is-active " + " ".join(units), check=False)
         enabled = sandbox.ssh(host, "systemctl is-enabled " + " ".join(units), check=False)
-        states = dict(zip(units, active.stdout.split()))
+        states = dict(zip(units, active.stdout.split(), strict=True))
         assert set(states.values()) == {"active"}, (host["name"], states)
         assert set(enabled.stdout.split()) <= {"enabled", "static"}, (host["name"], enabled.stdout)
     assert browser.get(sandbox.url + "/", timeout=10).status_code == 200

@@ -1,4 +1,4 @@
-"""A user's visit over HTTPS through the whole stack: nginx → gunicorn → Flask → Redis + Postgres."""
+"""A user's visit over HTTPS through the whole stack: nginx, gunicorn, Flask, Redis, Postgres."""
 
 from __future__ import annotations
 
@@ -17,10 +17,14 @@ def csrf_token(html: str) -> str:
 
 
 def submit(browser, url: str, form_url: str | None = None, **fields):
-    """Fetch the page holding the form, then post it with its CSRF token, as a browser would."""
+    """Fetch the page holding the form, then post it with its CSRF token, as a browser would.
+
+    Over HTTPS Flask-WTF also wants a same-origin Referer, which browsers send by default.
+    """
     page = browser.get(form_url or url, timeout=15)
     assert page.status_code == 200, page.text[:500]
-    return browser.post(url, data={"csrf_token": csrf_token(page.text), **fields}, timeout=15)
+    data = {"csrf_token": csrf_token(page.text), **fields}
+    return browser.post(url, data=data, headers={"Referer": page.url}, timeout=15)
 
 
 @pytest.fixture
