@@ -6,8 +6,9 @@ that explain any miss, writes summary.json beside them, and exits 0 only when ev
 Standard library only, so any python3 runs it.
 
 The bars (issue 4):
-  testssl.sh 3.2   overall grade A+, final score >= 90, no grade cap or grade warning, and no
-                   finding of MEDIUM severity or worse except those the sandbox's test CA causes
+  testssl.sh 3.2   overall grade A+, final score >= 90, no grade cap or grade warning, no
+                   finding of MEDIUM severity or worse and no check it could not run (WARN),
+                   except findings that a trusted test CA (--ca-cert, the sandbox's Pebble) causes
   sslyze           compliant with Mozilla's "intermediate" TLS configuration
   HTTP Observatory grade A+ with a score >= 120
 """
@@ -28,11 +29,12 @@ OBSERVATORY_MIN_SCORE = 120
 # good; WARN means testssl could not test something, which hides a result, so it counts too.
 TESTSSL_PROBLEM_SEVERITIES = ("MEDIUM", "HIGH", "CRITICAL", "WARN")
 
-# Findings the sandbox's ACME CA (Pebble) causes, not the edge: they cannot occur with a public CA
-# and are reported as notes when the CA was overridden (a sandbox scan), as problems otherwise.
+# Findings that come from the certificate a test CA issued, not from the edge's configuration.
+# They count as notes when a CA was given to trust (--ca-cert: the sandbox's Pebble), as problems
+# otherwise: a publicly trusted certificate must not have them.
 TESTSSL_TEST_CA_FINDINGS = {
-    "cert_revocation": "Pebble puts neither a CRL nor an OCSP URL in its certificates "
-    "(Let's Encrypt certificates carry a CRL URL)",
+    "cert_revocation": "Pebble puts neither a CRL nor an OCSP URL in the certificates it "
+    "issues (Let's Encrypt's carry a CRL URL)",
 }
 
 
@@ -100,7 +102,7 @@ def testssl_verdict(results: Path, test_ca: bool) -> Verdict:
             line = f"{finding['id']} ({severity}): {finding['finding']}"
             if test_ca and check in TESTSSL_TEST_CA_FINDINGS:
                 reason = TESTSSL_TEST_CA_FINDINGS[check]
-                verdict.notes.append(f"{line}: caused by the test CA, not the edge: {reason}")
+                verdict.notes.append(f"{line}: not counted, the test CA's doing: {reason}")
             else:
                 verdict.problems.append(line)
 
