@@ -42,8 +42,15 @@ exec 9>"$log_dir/lock"
 flock --nonblock 9 || die "another deploy to $INVENTORY is running (lock: $log_dir/lock)"
 
 started=$SECONDS
-echo "==> building the release"
-archive="$(deploy/build-release.sh)"
+# `-e app_release_archive=PATH` deploys that archive (e.g. an earlier build) instead of a new one.
+archive=""
+for arg in "$@"; do
+  if [[ "$arg" == app_release_archive=* ]]; then archive="${arg#*=}"; fi
+done
+if [[ -z "$archive" ]]; then
+  echo "==> building the release"
+  archive="$(deploy/build-release.sh)"
+fi
 
 echo "==> ansible-playbook $playbook on $INVENTORY"
 status=0
@@ -53,56 +60,9 @@ status=0
 # The summary: URL, hosts with their groups and their recap counts, the time taken. The groups
 # come from --graph (no variables needed); the domain from --list (needs the vault, if any).
 inventory_cmd=("$ansible_bin/ansible-inventory" -i "$INVENTORY" --playbook-dir "$(dirname "$playbook")")
-"${inventory_cmd[@]}" --graph >"$log_dir/deploy-inventory.graph" 2>/dev/null || :
-"${inventory_cmd[@]}" --list >"$log_dir/deploy-inventory.json" 2>/dev/null || echo '{}' >"$log_dir/deploy-inventory.json"
-python3 - "$log_dir/deploy-inventory.graph" "$log_dir/deploy-inventory.json" "$log_file" "$archive" "$((SECONDS - started))" "$status" <<'PY'
-import json
-import re
-import sys
-
-graph_file, inventory_file, log_file, archive, seconds, status = sys.argv[1:]
-hostvars = json.load(open(inventory_file)).get("_meta", {}).get("hostvars", {})
-
-# ansible-inventory --graph: "  |--@app:" opens a group, "  |  |--host1" is a member.
-groups = {}
-group_at_depth = {}
-for line in open(graph_file):
-    depth = line.find("|--")
-    name = line.rstrip()[depth + 3 :] if depth >= 0 else line.strip()
-    if name.startswith("@"):
-        group_at_depth[depth] = name[1:].rstrip(":")
-    elif depth >= 0:
-        parent = group_at_depth.get(depth - 3)
-        if parent in ("edge", "app", "db", "cache"):
-            groups.setdefault(name, []).append(parent)
-
-recap = {}
-ansi = re.compile(r"\x1b\[[0-9;]*m")
-pattern = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
-for line in open(log_file, errors="replace"):
-    match = pattern.match(ansi.sub("", line))
-    if match:
-        recap[match[1]] = dict(zip(("ok", "changed", "unreachable", "failed"), map(int, match.groups()[1:])))
-
-domains = sorted({v["site_domain"] for v in hostvars.values() if isinstance(v.get("site_domain"), str)})
-release = archive.rsplit("/", 1)[-1].removeprefix("flaskstack-").removesuffix(".tar.gz")
-minutes, secs = divmod(int(seconds), 60)
-print()
-print("==> summary")
-for domain in domains or ["(site_domain not set)"]:
-    print(f"  url:      https://{domain}/")
-print(f"  release:  {release}")
-print(f"  time:     {minutes}m{secs:02d}s")
-print(f"  {'host':<28} {'groups':<22} {'ok':>4} {'changed':>8} {'failed':>7} {'unreach':>8}")
-for host in sorted(set(groups) | set(recap)):
-    counts = recap.get(host)
-    cells = (
-        [str(counts[k]) for k in ("ok", "changed", "failed", "unreachable")]
-        if counts else ["-", "-", "-", "-"]
-    )
-    print(f"  {host:<28} {','.join(groups.get(host, [])):<22} {cells[0]:>4} {cells[1]:>8} "
-          f"{cells[2]:>7} {cells[3]:>8}")
-failed = status != "0" or any(c["failed"] or c["unreachable"] for c in recap.values())
-print(f"  result:   {'FAILED (log: ' + log_file + ')' if failed else 'ok'}")
-PY
+"${inventory_cmd[@]}" --graph >"$log_dir/inventory.graph" 2>/dev/null || :
+"${inventory_cmd[@]}" --list >"$log_dir/inventory.json" 2>/dev/null || echo '{}' >"$log_dir/inventory.json"
+python3 deploy/deploy_summary.py --graph "$log_dir/inventory.graph" \
+  --inventory "$log_dir/inventory.json" --log "$log_file" --archive "$archive" \
+  --seconds "$((SECONDS - started))" --status "$status"
 exit "$status"
