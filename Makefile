@@ -71,3 +71,7 @@ demo-down: ## Remove the sandbox: hosts, network, CA, state
 .PHONY: deploy
 deploy: venv ## Provision and deploy with Ansible: make deploy INVENTORY=ansible/inventories/<name>
 	@INVENTORY="$(INVENTORY)" deploy/deploy.sh
+
+.PHONY: scan
+scan: venv ## Audit scans (testssl.sh, sslyze, HTTP Observatory) of the sandbox, or TARGET=host
+	@deploy/scan/scan.sh $(TARGET)
