@@ -56,8 +56,7 @@ readonly PEBBLE_MANAGEMENT="https://${GATEWAY_IP}:15000"
 readonly SUITE="trixie"
 readonly MIRROR="http://deb.debian.org/debian"
 # What a fresh Debian server image has; nginx, Postgres, Redis and certbot are the roles' business.
-ROOTFS_PACKAGES="systemd,systemd-sysv,dbus,openssh-server,python3,sudo,iproute2"
-readonly ROOTFS_PACKAGES="${ROOTFS_PACKAGES},ca-certificates"
+readonly ROOTFS_PACKAGES=(systemd systemd-sysv dbus openssh-server python3 sudo iproute2 ca-certificates)
 # Bump when the rootfs recipe below changes, so that a new cached image is built.
 readonly ROOTFS_RECIPE=2
 
@@ -118,6 +117,41 @@ pid_is() {
   tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$marker"
 }
 
+# --- cgroups --------------------------------------------------------------------------------------
+
+# Each container needs a cgroup subtree of its own. With --keep-unit, nspawn puts the container in
+# a "payload" cgroup below its own cgroup; on a machine without systemd every process sits in the
+# root cgroup, so all containers would share one payload cgroup and their systemds would create and
+# prune each other's unit cgroups (seen: "nftables.service: Failed to spawn executor: No such file
+# or directory" on one host because another host had just removed the unit's cgroup).
+cgroup_hierarchies() {
+  # The hierarchies that track processes for systemd: cgroup2 (unified or hybrid) and name=systemd.
+  findmnt -rn -t cgroup,cgroup2 -o TARGET,FSTYPE,OPTIONS |
+    awk '$2 == "cgroup2" || $3 ~ /(^|,)name=systemd(,|$)/ {print $1}'
+}
+
+host_cgroup() { echo "flaskstack-sandbox/${SANDBOX_ID}/$(machine_name "$1")"; }
+
+enter_cgroup() {
+  local hierarchy
+  for hierarchy in $(cgroup_hierarchies); do
+    mkdir -p "$hierarchy/$1"
+    echo "$BASHPID" >"$hierarchy/$1/cgroup.procs"
+  done
+}
+
+# Remove a (now empty) cgroup subtree, innermost first, in every hierarchy.
+remove_cgroup() {
+  local hierarchy
+  for hierarchy in $(cgroup_hierarchies); do
+    [[ -d "$hierarchy/$1" ]] || continue
+    find "$hierarchy/$1" -depth -type d -exec rmdir {} + 2>/dev/null ||
+      warn "cgroup $hierarchy/$1 still has processes; left in place"
+  done
+}
+
+# --- daemons -------------------------------------------------------------------------------------
+
 # Start a long-running process detached from this script, in its own session, with no inherited
 # descriptors (a caller's pipe or our lock held open by a daemon would hang or block the caller),
 # its output appended to LOG, and its PID (the same after the exec chain) written to PID_FILE.
@@ -125,6 +159,7 @@ spawn_daemon() {
   local pid_file="$1" log_file="$2"
   shift 2
   (
+    if [[ -n "${SPAWN_CGROUP:-}" ]]; then enter_cgroup "$SPAWN_CGROUP"; fi
     for fd in /proc/"$BASHPID"/fd/*; do
       fd="${fd##*/}"
       if ((fd > 2)); then eval "exec ${fd}>&-" 2>/dev/null || true; fi
@@ -191,9 +226,14 @@ with_lock() {
 
 # --- the cached base root filesystem -------------------------------------------------------------
 
+rootfs_package_list() {
+  local IFS=,
+  echo "${ROOTFS_PACKAGES[*]}"
+}
+
 rootfs_dir() {
   local key
-  key="$(printf '%s|%s|%s|%s' "$SUITE" "$MIRROR" "$ROOTFS_PACKAGES" "$ROOTFS_RECIPE" |
+  key="$(printf '%s|%s|%s|%s' "$SUITE" "$MIRROR" "$(rootfs_package_list)" "$ROOTFS_RECIPE" |
     sha256sum | cut -c1-12)"
   echo "${CACHE_DIR}/rootfs-${SUITE}-${key}"
 }
@@ -204,7 +244,7 @@ build_rootfs() {
   scratch="${rootfs}.building"
   rm -rf --one-file-system "$scratch"
   log "building the ${SUITE} base root filesystem (once; cached in $rootfs)"
-  debootstrap --variant=minbase --include="$ROOTFS_PACKAGES" "$SUITE" "$scratch" "$MIRROR" \
+  debootstrap --variant=minbase --include="$(rootfs_package_list)" "$SUITE" "$scratch" "$MIRROR" \
     >"${CACHE_DIR}/debootstrap.log" 2>&1 ||
     die "debootstrap failed: see ${CACHE_DIR}/debootstrap.log"
   # Full apt sources, like a Debian 13 server image (security updates included).
@@ -506,7 +546,8 @@ boot_host() {
   # --register=no --keep-unit: there is no systemd on the machine to register with.
   # CAP_NET_ADMIN and a writable /proc/sys/net let the host run its own firewall (nftables)
   # inside its own namespace.
-  spawn_daemon "$dir/pid" "$STATE_DIR/logs/$name.console.log" \
+  SPAWN_CGROUP="$(host_cgroup "$name")" \
+    spawn_daemon "$dir/pid" "$STATE_DIR/logs/$name.console.log" \
     env SYSTEMD_NSPAWN_API_VFS_WRITABLE=network systemd-nspawn --quiet --boot \
     --directory="$root" --machine="$machine" --hostname="$name" \
     --network-namespace-path="/run/netns/$machine" \
@@ -545,6 +586,7 @@ stop_host() {
   # A clean shutdown takes ~2 s; services such as Postgres may need longer to stop.
   stop_pid "$(recorded_pid "$dir/pid")" "--machine=$(machine_name "$name") " 30
   rm -f "$dir/pid"
+  remove_cgroup "$(host_cgroup "$name")"
   harvest_apt_archives "$dir"
 }
 
@@ -745,7 +787,7 @@ cmd_up() {
 }
 
 cmd_down() {
-  local started=$SECONDS name netns mount pid
+  local started=$SECONDS name netns mount pid hierarchy
   ensure_root
   local stopping=()
   for name in $(known_hosts); do
@@ -769,6 +811,10 @@ cmd_down() {
     ip link del "$BRIDGE"
   fi
   remove_iptables_rules
+  remove_cgroup "flaskstack-sandbox/${SANDBOX_ID}"
+  for hierarchy in $(cgroup_hierarchies); do
+    rmdir "$hierarchy/flaskstack-sandbox" 2>/dev/null || true  # unless another sandbox is up
+  done
   rm -rf --one-file-system "$RUNTIME_DIR" "$STATE_DIR"
   if [[ "$SANDBOX_ID" == 0 ]]; then rm -f "$INVENTORY_DIR/hosts.yml"; fi
   log "sandbox ${SANDBOX_ID} is down ($((SECONDS - started)) s; caches kept in ${CACHE_DIR})"
