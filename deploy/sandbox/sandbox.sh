@@ -169,6 +169,16 @@ spawn_daemon() {
   echo $! >"$pid_file"
 }
 
+# True while a process we just spawned lives: right after spawn_daemon its command line may still
+# be ours (the exec has not happened yet), so pid_is would wrongly say it is gone; and one that
+# died is our unreaped zombie until this script exits.
+process_alive() {
+  local state
+  [[ -n "$1" && -r "/proc/$1/stat" ]] || return 1
+  state="$(sed -E 's/^[0-9]+ \(.*\) ([A-Za-z]).*/\1/' "/proc/$1/stat")"
+  [[ "$state" != Z && "$state" != X ]]
+}
+
 recorded_pid() { if [[ -f "$1" ]]; then cat "$1"; fi; }
 
 # SIGTERM, wait up to SECONDS, then SIGKILL: a clean shutdown first, a guaranteed end after.
@@ -562,7 +572,7 @@ wait_for_host() {
   ip="$(host_ip "$name")"
   deadline=$((SECONDS + 60))
   until ssh "${SSH_OPTIONS[@]}" "deploy@$ip" true 2>/dev/null; do
-    host_running "$name" ||
+    process_alive "$(recorded_pid "$(host_dir "$name")/pid")" ||
       die "host $name stopped while booting: see $STATE_DIR/logs/$name.console.log"
     ((SECONDS < deadline)) ||
       die "host $name: no SSH after 60 s (see $STATE_DIR/logs/$name.console.log)"
@@ -670,7 +680,7 @@ ensure_acme() {
   fi
   deadline=$((SECONDS + 30))
   until curl -fsS -o /dev/null --cacert "$PEBBLE_LISTENER_CA" "$ACME_DIRECTORY" 2>/dev/null; do
-    acme_running pebble || die "Pebble exited: see $logs/pebble.log"
+    process_alive "$(recorded_pid "$dir/pebble.pid")" || die "Pebble exited: see $logs/pebble.log"
     ((SECONDS < deadline)) || die "Pebble does not answer at $ACME_DIRECTORY"
     sleep 0.2
   done
