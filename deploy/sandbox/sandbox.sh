@@ -754,7 +754,7 @@ cmd_up() {
   fi
   ensure_root
   ensure_host_packages
-  with_lock "${CACHE_DIR}.lock" prepare_caches
+  with_lock "${CACHE_DIR}/.lock" prepare_caches
   mkdir -p "$RUNTIME_DIR/hosts" "$STATE_DIR/logs"
   # A state directory that ignores itself, whatever the repository's .gitignore says.
   echo '*' >"$STATE_DIR/.gitignore"
