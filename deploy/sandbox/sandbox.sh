@@ -495,7 +495,8 @@ etc_hosts() {
   done <"${RUNTIME_DIR}/hosts.list"
 }
 
-# Once per host: identity (hostname, machine id, SSH host keys) and the deploy user.
+# Once per host: identity (hostname, machine id, SSH host keys, addresses of its peers, resolvers)
+# and the deploy user.
 create_host_identity() {
   local name="$1" root="$2"
   echo "$name" | put_file "$root" /etc/hostname 0644
@@ -505,19 +506,24 @@ create_host_identity() {
   # '*' = no password but not locked: sshd refuses locked accounts even for keys.
   chroot "$root" usermod --password '*' deploy
   echo "deploy ALL=(ALL) NOPASSWD:ALL" | put_file "$root" /etc/sudoers.d/deploy 0440
+  etc_hosts "$name" | put_file "$root" /etc/hosts 0644
+  upstream_resolvers | sed 's/^/nameserver /' | put_file "$root" /etc/resolv.conf 0644
   # Nobody types on nspawn's passive console: a getty there can only fail and degrade the host.
   chroot "$root" ln -sfn /dev/null /etc/systemd/system/console-getty.service  # = systemctl mask
 }
 
-# At every boot: what depends on the machine or on this sandbox's state rather than on the host.
-refresh_host_config() {
-  local name="$1" root="$2" resolver
-  etc_hosts "$name" | put_file "$root" /etc/hosts 0644
-  for resolver in $(upstream_resolvers); do echo "nameserver $resolver"; done |
-    put_file "$root" /etc/resolv.conf 0644
-  chroot "$root" install -d -m 0700 -o deploy -g deploy /home/deploy/.ssh
-  put_file "$root" /home/deploy/.ssh/authorized_keys 0600 <"${SSH_KEY}.pub"
-  chroot "$root" chown deploy:deploy /home/deploy/.ssh/authorized_keys
+# At every boot: make sure the sandbox's current key opens the deploy account. Nothing else is
+# touched, so that a restart is a reboot and not a re-provisioning of what the roles manage.
+authorize_sandbox_key() {
+  local root="$1"
+  # shellcheck disable=SC2016 # $1 is the inner shell's argument
+  chroot "$root" sh -c '
+    keys=/home/deploy/.ssh/authorized_keys
+    grep -qxF "$1" "$keys" 2>/dev/null && exit 0
+    install -d -m 0700 -o deploy -g deploy /home/deploy/.ssh
+    echo "$1" >>"$keys"
+    chown deploy:deploy "$keys"
+    chmod 0600 "$keys"' authorize_sandbox_key "$(cat "${SSH_KEY}.pub")"
 }
 
 ensure_host_root() {
@@ -550,7 +556,7 @@ boot_host() {
   dir="$(host_dir "$name")"
   root="$dir/root"
   machine="$(machine_name "$name")"
-  refresh_host_config "$name" "$root"
+  authorize_sandbox_key "$root"
   seed_apt_archives "$dir"
   mkdir -p "$STATE_DIR/logs"
   # --register=no --keep-unit: there is no systemd on the machine to register with.
