@@ -1,0 +1,57 @@
+#!/bin/bash
+# Entrypoint of the app image (Dockerfile). One image, one command per role:
+#
+#   web       (default) gunicorn with deploy/gunicorn.conf.py, as on the Ansible hosts;
+#             RUN_MIGRATIONS=1 upgrades the database first (for a single-container setup)
+#   worker    the RQ worker (python -m app.worker)
+#   release   once per deployment, before the new code takes traffic: database migrations,
+#             then the static files copied to /srv/static for nginx (a shared volume)
+#   anything else runs as given, e.g. `flask --app app create-admin NAME EMAIL`
+#
+# Every role first waits for Postgres and Redis with bounded exponential backoff
+# (WAIT_FOR_SERVICES_TIMEOUT seconds, default 60), so start-up order and a slow database
+# never crash-loop the container; after the timeout it exits non-zero and says why.
+set -euo pipefail
+
+readonly STATIC_SOURCE=/srv/flaskstack/app/static
+readonly STATIC_TARGET=/srv/static
+
+wait_for_services() {
+  flask --app app wait-for-services --timeout "${WAIT_FOR_SERVICES_TIMEOUT:-60}"
+}
+
+migrate() {
+  echo "flaskstack: upgrading the database schema"
+  flask --app app db upgrade
+}
+
+publish_static() {
+  # Copy over, never delete: pages rendered by the previous release (still in browsers and
+  # caches) keep finding their fingerprinted files. Each release's files are a few kB.
+  echo "flaskstack: publishing static files to $STATIC_TARGET"
+  cp -R --no-preserve=ownership "$STATIC_SOURCE/." "$STATIC_TARGET/"
+}
+
+role="${1:-web}"
+case "$role" in
+  web)
+    wait_for_services
+    if [[ "${RUN_MIGRATIONS:-0}" == 1 ]]; then
+      migrate
+    fi
+    exec gunicorn -c deploy/gunicorn.conf.py
+    ;;
+  worker)
+    wait_for_services
+    exec python -m app.worker
+    ;;
+  release)
+    wait_for_services
+    migrate
+    publish_static
+    echo "flaskstack: release tasks done"
+    ;;
+  *)
+    exec "$@"
+    ;;
+esac

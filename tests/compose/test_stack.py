@@ -1,0 +1,205 @@
+"""The Compose stack from the host: TLS and HTTP/2 with the ACME certificate, a user's visit through
+nginx → gunicorn → Flask → Redis + Postgres, the shared security headers, static files from the
+image, non-root containers, ports, and a certificate renewal that nginx picks up by reloading.
+
+The renewal test runs last (file order): it changes what nginx serves.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SECURITY_HEADERS = ROOT / "nginx" / "snippets" / "security-headers.conf"
+NGINX_DEFAULTS = ROOT / "nginx" / "defaults.env"
+SESSION_COOKIE = "__Host-session"
+
+
+def served_certificate(stack, key: str = "ECDSA") -> dict[str, str]:
+    """Serial and issuer of the certificate nginx serves for the site (ECDSA or RSA)."""
+    sigalgs = {"ECDSA": "ecdsa_secp256r1_sha256", "RSA": "rsa_pss_rsae_sha256:rsa_pkcs1_sha256"}
+    handshake = subprocess.run(
+        ["openssl", "s_client", "-connect", stack.https_address, "-servername", stack.site,
+         "-sigalgs", sigalgs[key], "-CAfile", stack.ca_cert, "-verify_return_error"],
+        input="", capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert handshake.returncode == 0, handshake.stderr[-500:]
+    fields = subprocess.run(
+        ["openssl", "x509", "-noout", "-serial", "-issuer", "-ext", "subjectAltName"],
+        input=handshake.stdout, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return {
+        "serial": re.search(r"serial=(\w+)", fields).group(1),
+        "issuer": re.search(r"issuer=(.*)", fields).group(1),
+        "names": fields,
+    }
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)
+    assert match, "the form carries no CSRF token"
+    return match.group(1)
+
+
+def submit(browser, url: str, form_url: str | None = None, **fields):
+    """Fetch the form page, then post the form with its CSRF token and a same-origin Referer."""
+    page = browser.get(form_url or url, timeout=15)
+    assert page.status_code == 200, page.text[:500]
+    data = {"csrf_token": csrf_token(page.text), **fields}
+    return browser.post(url, data=data, headers={"Referer": page.url}, timeout=15)
+
+
+def snippet_headers() -> dict[str, str]:
+    """Header name → value as nginx/snippets/security-headers.conf adds them ($vars resolved)."""
+    hsts = re.search(r'^HSTS_POLICY="([^"]*)"', NGINX_DEFAULTS.read_text(), re.M).group(1)
+    headers = {}
+    lines = re.findall(r"^add_header\s+(\S+)\s+(.+?)\s+always;", SECURITY_HEADERS.read_text(), re.M)
+    for name, value in lines:
+        value = value.strip('"')
+        if value == "$flaskstack_hsts":
+            value = hsts
+        elif value.startswith("$"):
+            continue  # Alt-Svc: depends on the nginx build (HTTP/3 or not)
+        headers[name] = value
+    return headers
+
+
+def test_https_uses_http2_and_the_acme_certificate(stack):
+    result = stack.curl("--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+                        f"{stack.url}/healthz")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "2 200"
+    for key in ("ECDSA", "RSA"):
+        certificate = served_certificate(stack, key)
+        assert "Pebble" in certificate["issuer"], certificate
+        assert f"DNS:www.{stack.site}" in certificate["names"]
+
+
+def test_http_redirects_to_https_and_serves_the_acme_path(stack):
+    http = stack.env["HTTP_PORT"]
+    result = subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
+         "-H", f"Host: {stack.site}", f"http://{http}/login"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert result.stdout == f"301 https://{stack.site}/login"
+
+
+def test_security_headers_from_the_shared_snippet(stack, browser):
+    expected = snippet_headers()
+    assert "Content-Security-Policy" in expected and "Strict-Transport-Security" in expected
+    for path in ("/", "/static/css/site.css", "/no-such-page"):
+        response = browser.get(stack.url + path, timeout=15)
+        for name, value in expected.items():
+            assert response.headers.get(name) == value, (path, name)
+
+
+def test_register_log_out_and_in_uses_session_and_database(stack, browser):
+    home = browser.get(stack.url + "/", timeout=15)
+    assert home.status_code == 200
+    assert "Set-Cookie" not in home.headers
+
+    name = "compose-" + secrets.token_hex(4)
+    password = secrets.token_urlsafe(16)
+    registered = submit(
+        browser, f"{stack.url}/register",
+        username=name, email=f"{name}@example.org", password=password, confirm=password,
+    )  # fmt: skip
+    assert registered.status_code == 200, registered.text[:500]
+    cookie = next(c for c in browser.cookies if c.name == SESSION_COOKIE)
+    assert cookie.secure and cookie.has_nonstandard_attr("HttpOnly")
+
+    title = "Post " + secrets.token_hex(4)
+    created = submit(browser, f"{stack.url}/posts/new", title=title, body="Hello from Compose.")
+    assert created.status_code == 200 and title in created.text
+
+    logged_out = submit(browser, f"{stack.url}/logout", form_url=f"{stack.url}/")
+    assert logged_out.status_code == 200
+    assert browser.cookies.get(SESSION_COOKIE) is None
+
+    again = submit(browser, f"{stack.url}/login", username=name, password=password)
+    assert again.status_code == 200
+    assert title in browser.get(stack.url + "/", timeout=15).text
+
+
+def test_readiness_reports_postgres_and_redis(stack, browser):
+    ready = browser.get(f"{stack.url}/readyz", timeout=15)
+    assert ready.status_code == 200, ready.text
+    assert ready.json() == {"status": "ready", "postgres": "ok", "redis": "ok"}
+
+
+def test_fingerprinted_static_files_come_precompressed_from_nginx(stack, browser):
+    home = browser.get(stack.url + "/", timeout=15).text
+    match = re.search(r'href="(/static/dist/css/site\.[0-9a-f]{8,}\.css)"', home)
+    assert match, "the page does not link the fingerprinted stylesheet (no manifest in the image?)"
+    css = browser.get(stack.url + match.group(1), headers={"Accept-Encoding": "gzip"}, timeout=15)
+    assert css.status_code == 200
+    assert css.headers["Content-Encoding"] == "gzip"
+    assert css.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+
+
+def test_containers_run_as_non_root_users(stack):
+    for service in ("app", "worker", "certbot"):
+        uid = stack.compose("exec", "-T", service, "id", "-u").stdout.strip()
+        assert uid not in ("", "0"), service
+    assert stack.inspect("app")["Config"]["User"] == "10001:10001"
+
+
+def test_only_nginx_publishes_ports(stack):
+    lines = stack.compose("ps", "--format", "json").stdout.splitlines()
+    services = [json.loads(line) for line in lines if line.strip()]
+    publishing = {
+        s["Service"] for s in services if any(p.get("PublishedPort") for p in s["Publishers"] or [])
+    }
+    assert publishing == {"nginx"}
+    running = {s["Service"] for s in services}
+    assert running >= {"nginx", "app", "worker", "certbot", "redis", "postgres"}
+
+
+def test_every_service_is_healthy(stack):
+    lines = stack.compose("ps", "--format", "json").stdout.splitlines()
+    health = {s["Service"]: s["Health"] for s in map(json.loads, filter(str.strip, lines))}
+    assert all(state == "healthy" for state in health.values()), health
+
+
+def test_compose_file_names_each_missing_required_variable(stack, tmp_path):
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    result = subprocess.run(
+        [stack.docker, "compose", "--project-directory", str(ROOT),
+         "--file", str(ROOT / "docker-compose.yml"), "--env-file", str(empty), "config", "--quiet"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    message = r"required variable (\w+) is missing a value: set \1 in \.env"
+    assert re.search(message, result.stderr), result.stderr
+
+
+def test_forced_renewal_is_served_after_a_reload_not_a_restart(stack):
+    before = {key: served_certificate(stack, key)["serial"] for key in ("ECDSA", "RSA")}
+    nginx = stack.inspect("nginx")
+    renewed = stack.compose(
+        "exec", "-T", "certbot",
+        "certbot", "renew", "--force-renewal", "--no-random-sleep-on-renew", "--non-interactive",
+        timeout=300,
+    )  # fmt: skip
+    assert "Congratulations, all renewals succeeded" in renewed.stdout + renewed.stderr
+
+    deadline = time.monotonic() + 60
+    for key, old_serial in before.items():
+        while served_certificate(stack, key)["serial"] == old_serial:
+            assert time.monotonic() < deadline, f"nginx still serves the old {key} certificate"
+            time.sleep(1)
+    after = stack.inspect("nginx")
+    # Same container, same start, same master process: a reload, not a restart.
+    assert after["Id"] == nginx["Id"]
+    assert after["State"]["StartedAt"] == nginx["State"]["StartedAt"]
+    assert after["State"]["Pid"] == nginx["State"]["Pid"]
+    assert after["RestartCount"] == nginx["RestartCount"]
+    logs = stack.compose("logs", "--no-color", "nginx").stdout
+    assert "the certificates changed; nginx reloaded" in logs
