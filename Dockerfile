@@ -38,6 +38,7 @@ RUN groupadd --gid 10002 certbot \
 COPY --from=builder /opt/certbot /opt/certbot
 COPY deploy/compose/certbot.sh deploy/compose/local_certificates.py /opt/flaskstack/
 ENV PATH=/opt/certbot/bin:$PATH
+# Numeric, so a runtime can check "not root" without reading the image's /etc/passwd.
 USER 10002:10002
 # The volumes mounted here take this ownership when they are first created.
 VOLUME ["/etc/letsencrypt", "/var/www/acme"]

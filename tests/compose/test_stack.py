@@ -180,6 +180,69 @@ def test_compose_file_names_each_missing_required_variable(stack, tmp_path):
     assert re.search(message, result.stderr), result.stderr
 
 
+def test_env_template_filled_in_is_a_valid_compose_configuration(stack, tmp_path):
+    """What a user does first: copy .env-template to .env and fill in its empty secrets."""
+    filled = {
+        "SECRET_KEY": secrets.token_hex(32), "POSTGRES_PASSWORD": secrets.token_hex(16),
+        "APP_DB_PASSWORD": secrets.token_hex(16), "REDIS_PASSWORD": secrets.token_hex(16),
+        "SITE_HOST": "example.org",
+    }  # fmt: skip
+    lines = (ROOT / ".env-template").read_text().splitlines()
+    env = tmp_path / ".env"
+    env.write_text(
+        "\n".join(
+            f"{line}{filled[line[:-1]]}" if line.endswith("=") and line[:-1] in filled else line
+            for line in lines
+        )
+    )
+    result = subprocess.run(
+        [stack.docker, "compose", "--project-directory", str(ROOT),
+         "--file", str(ROOT / "docker-compose.yml"), "--env-file", str(env),
+         "config", "--format", "json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    app = json.loads(result.stdout)["services"]["app"]["environment"]
+    assert app["DATABASE_URL"] == (
+        f"postgresql://flaskstack:{filled['APP_DB_PASSWORD']}@postgres:5432/flaskstack"
+    )
+    assert app["SITE_URL"] == "https://example.org"
+    assert app["FORWARDED_ALLOW_IPS"] == "172.31.232.0/24"
+
+
+def test_local_mode_issues_both_certificates_from_a_kept_local_ca(stack, tmp_path):
+    """TLS_MODE=local's issuer, run in the certbot image against the certificates volume."""
+    lineage = "/etc/letsencrypt/live/local-check-{}/fullchain.pem"
+
+    def in_certbot(*command: str) -> str:
+        return stack.compose(
+            "run", "--rm", "--no-deps", "--env", "TLS_CERT_NAME=local-check",
+            "--env", "SITE_HOST=localhost", "--env", "SITE_ALIASES=127.0.0.1",
+            "--entrypoint", command[0], "certbot", *command[1:],
+        ).stdout  # fmt: skip
+
+    first = in_certbot("python3", "/opt/flaskstack/local_certificates.py")
+    assert "issued local-check-ecdsa" in first and "issued local-check-rsa" in first
+    second = in_certbot("python3", "/opt/flaskstack/local_certificates.py")
+    assert "issued" not in second and "created" not in second
+
+    root = tmp_path / "root.pem"
+    root.write_text(in_certbot("cat", "/etc/letsencrypt/local-ca/root.pem"))
+    for key_type in ("ecdsa", "rsa"):
+        chain = tmp_path / f"{key_type}.pem"
+        chain.write_text(in_certbot("cat", lineage.format(key_type)))
+        verified = subprocess.run(
+            ["openssl", "verify", "-CAfile", str(root), "-purpose", "sslserver", str(chain)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        names = subprocess.run(
+            ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(chain)],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert "DNS:localhost" in names and "IP Address:127.0.0.1" in names
+
+
 def test_forced_renewal_is_served_after_a_reload_not_a_restart(stack):
     before = {key: served_certificate(stack, key)["serial"] for key in ("ECDSA", "RSA")}
     nginx = stack.inspect("nginx")
