@@ -19,12 +19,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 FROM python-base AS builder
 # Every package in the locks ships wheels for this Python; should one ever need compiling, its
 # build dependencies (apt-get install build-essential libpq-dev …) belong here and nowhere else.
+# pip lives in a venv of its own and installs into the runtime venvs (`pip --python`), so the
+# runtime images carry no installer.
+RUN python -m venv /opt/pip
 COPY requirements.txt /tmp/requirements/app.txt
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-deps --require-hashes -r /tmp/requirements/app.txt
+RUN python -m venv --without-pip /opt/venv \
+    && /opt/pip/bin/pip --python /opt/venv/bin/python install --no-deps --require-hashes \
+        -r /tmp/requirements/app.txt
 COPY deploy/certbot/requirements.txt /tmp/requirements/certbot.txt
-RUN python -m venv /opt/certbot \
-    && /opt/certbot/bin/pip install --no-deps --require-hashes -r /tmp/requirements/certbot.txt
+RUN python -m venv --without-pip /opt/certbot \
+    && /opt/pip/bin/pip --python /opt/certbot/bin/python install --no-deps --require-hashes \
+        -r /tmp/requirements/certbot.txt
 
 # ---------------------------------------------------------------------------------------------
 # certbot 5.8 from the same lock as the Ansible hosts (ARI renewal), run by
