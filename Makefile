@@ -57,11 +57,16 @@ test-e2e: deps venv ## Deploy to a fresh sandbox, check it from outside, tear it
 ## ---- the sandbox and deployments ---------------------------------------------
 
 TOPOLOGY ?= single
+SANDBOX_ID ?= 0
+export SANDBOX_ID
+SANDBOX_JSON := $(if $(filter 0,$(SANDBOX_ID)),.sandbox,.sandbox-$(SANDBOX_ID))/sandbox.json
+# The inventory the sandbox wrote for itself (ansible/inventories/sandbox for SANDBOX_ID=0).
+SANDBOX_INVENTORY = $(shell python3 -c 'import json; print(json.load(open("$(SANDBOX_JSON)"))["inventory"])' 2>/dev/null || echo ansible/inventories/sandbox)
 
 .PHONY: demo
 demo: venv ## Start the sandbox (TOPOLOGY=single|multi) and deploy the stack to it
 	@deploy/sandbox/sandbox.sh up $(TOPOLOGY)
-	@INVENTORY=ansible/inventories/sandbox deploy/deploy.sh
+	@INVENTORY="$(SANDBOX_INVENTORY)" deploy/deploy.sh
 	@deploy/sandbox/sandbox.sh summary
 
 .PHONY: demo-down
@@ -71,6 +76,11 @@ demo-down: ## Remove the sandbox: hosts, network, CA, state
 .PHONY: deploy
 deploy: venv ## Provision and deploy with Ansible: make deploy INVENTORY=ansible/inventories/<name>
 	@INVENTORY="$(INVENTORY)" deploy/deploy.sh
+
+.PHONY: certs
+certs: venv ## Expiry of the certificates the edge serves (INVENTORY=…, default: the sandbox)
+	@ANSIBLE_CONFIG=ansible/ansible.cfg ansible edge -i "$(or $(INVENTORY),$(SANDBOX_INVENTORY))" \
+	  --become -m ansible.builtin.command -a /usr/local/sbin/flaskstack-cert-expiry
 
 .PHONY: scan
 scan: venv ## Audit scans (testssl.sh, sslyze, HTTP Observatory) of the sandbox, or TARGET=host

@@ -45,10 +45,8 @@ def author(username: str):
     return render_template("main/author.html", author=user, posts=posts, next_before=next_before)
 
 
-@bp.get("/posts/<int:post_id>")
-def post(post_id: int):
-    found = get_post_or_404(post_id, current_user)
-    comments, next_after = page_of_comments(found, _cursor("after"), 100)
+def render_post_page(found: Post, after: int | None, comment_form: CommentForm | None = None):
+    comments, next_after = page_of_comments(found, after, 100)
     # Only signed-in visitors get forms, so anonymous page views need no session cookie.
     signed_in = current_user.is_authenticated
     return render_template(
@@ -57,9 +55,14 @@ def post(post_id: int):
         comments=comments,
         next_after=next_after,
         can_edit=can_edit(current_user, found),
-        comment_form=CommentForm() if signed_in else None,
+        comment_form=(comment_form or CommentForm()) if signed_in else None,
         confirm_form=ConfirmForm() if signed_in else None,
     )
+
+
+@bp.get("/posts/<int:post_id>")
+def post(post_id: int):
+    return render_post_page(get_post_or_404(post_id, current_user), _cursor("after"))
 
 
 @bp.route("/posts/new", methods=["GET", "POST"])
@@ -106,16 +109,7 @@ def add_comment(post_id: int):
     found = get_post_or_404(post_id, current_user)
     form = CommentForm()
     if not form.validate_on_submit():
-        comments, next_after = page_of_comments(found, None, 100)
-        return render_template(
-            "main/post.html",
-            post=found,
-            comments=comments,
-            next_after=next_after,
-            can_edit=can_edit(current_user, found),
-            comment_form=form,
-            confirm_form=ConfirmForm(),
-        ), 400
+        return render_post_page(found, None, comment_form=form), 400
     comment = Comment(post=found, author=current_user, body=form.body.data)
     db.session.add(comment)
     db.session.commit()

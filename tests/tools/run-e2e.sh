@@ -37,7 +37,7 @@ echo "first deploy took $((SECONDS - deploy_started)) s"
 stage "checking the deployment from outside"
 # Order matters: user flows first, then what ops do to the running stack (redeploy, renewal,
 # reboot), then the audit scans of the result.
-pytest -p no:cacheprovider -v \
+.venv/bin/pytest -p no:cacheprovider -v \
   tests/e2e/test_edge.py tests/e2e/test_user_flows.py tests/e2e/test_hardening.py \
   tests/e2e/test_operations.py \
   tests/e2e/test_scans.py
