@@ -283,6 +283,21 @@ clean_previous() {
   fi
 }
 
+# `docker compose down -v`, then proof that nothing of the project is left.
+down_and_verify() {
+  local result=0 leftovers
+  compose down --volumes --remove-orphans --timeout 20 || result=1
+  leftovers=$(project_leftovers)
+  if [[ -n "$leftovers" ]]; then
+    echo "FAIL: docker compose down -v left behind:" >&2
+    echo "$leftovers" >&2
+    clean_previous
+    return 1
+  fi
+  echo "no containers, volumes or networks of project $PROJECT left"
+  return "$result"
+}
+
 status=0
 teardown() {
   status=$?
@@ -293,18 +308,9 @@ teardown() {
     exit "$status"
   fi
   if dockerd_running; then
-    stage "docker compose down -v"
-    if [[ -s "$work/.env" ]]; then
-      compose down --volumes --remove-orphans --timeout 20 || status=1
-    fi
-    leftovers=$(project_leftovers)
-    if [[ -n "$leftovers" ]]; then
-      echo "FAIL: docker compose down -v left behind:" >&2
-      echo "$leftovers" >&2
-      status=1
-      clean_previous
-    else
-      echo "no containers, volumes or networks of project $PROJECT left"
+    if [[ -s "$work/.env" && -n "$(project_leftovers)" ]]; then
+      stage "removing the stack after a failure"
+      down_and_verify || status=1
     fi
     # Superseded stand-ins and app images; the current ones stay cached for the next run.
     "$docker" image prune --force >/dev/null || true
@@ -364,3 +370,33 @@ if ! "$python" -m pytest -p no:cacheprovider -v --rootdir "$repo" tests/compose;
   compose logs --no-color --tail 40 nginx certbot app
   exit 1
 fi
+
+stage "docker compose down -v"
+down_and_verify
+
+# What a user without a domain does: docker-compose.yml alone (no Pebble, no test override),
+# TLS_MODE=local, https://localhost trusted through the exported local CA.
+stage "local mode: TLS_MODE=local on https://localhost"
+grep -v -E '^(SITE_HOST|SITE_ALIASES|ACME_SERVER)=' "$work/.env" >"$work/local.env"
+printf 'SITE_HOST=localhost\nTLS_MODE=local\n' >>"$work/local.env"
+local_compose() {
+  "$docker" compose --project-name "$PROJECT" --project-directory "$repo" \
+    --file "$repo/docker-compose.yml" --env-file "$work/local.env" "$@"
+}
+if ! local_compose up --detach --wait --wait-timeout 300; then
+  local_compose ps --all
+  local_compose logs --no-color --tail 60
+  exit 1
+fi
+local_compose exec -T certbot cat /etc/letsencrypt/local-ca/root.pem >"$work/local-ca.pem"
+served=$(curl -sS --max-time 15 --http2 --cacert "$work/local-ca.pem" -o /dev/null \
+  --resolve "localhost:${HTTPS_PUBLISH##*:}:${HTTPS_PUBLISH%:*}" \
+  -w '%{http_version} %{http_code}' "https://localhost:${HTTPS_PUBLISH##*:}/readyz")
+if [[ "$served" != "2 200" ]]; then
+  echo "FAIL: https://localhost:${HTTPS_PUBLISH##*:}/readyz answered '$served' (want HTTP/2 200)" >&2
+  exit 1
+fi
+echo "https://localhost:${HTTPS_PUBLISH##*:}/readyz: HTTP/2 200 with the local CA's certificate"
+
+stage "docker compose down -v (local mode)"
+down_and_verify
