@@ -12,6 +12,7 @@
 # run only rebuilds what changed.
 #
 #   tests/compose/run.sh            KEEP=1 leaves the stack and dockerd running for a look
+#   tests/compose/run.sh purge      stop a kept dockerd, delete the cached images and tools
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
@@ -328,6 +329,14 @@ teardown() {
 }
 trap teardown EXIT
 trap 'exit 130' INT TERM
+
+if [[ "${1:-}" == purge ]]; then
+  stage "purging the engine's data root and the cache"
+  clean_previous
+  stop_engine
+  rm -rf "$DATA_ROOT" "$CACHE" "$RUN_DIR"
+  exit 0
+fi
 
 stage "installing docker.io and the test tools"
 install_packages
