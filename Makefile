@@ -43,7 +43,7 @@ lint: venv ## Run the linters (ruff, shellcheck, yamllint, ansible-lint)
 	@echo "==> ansible-lint"; cd ansible && ansible-lint -q
 
 .PHONY: test
-test: deps venv lint test-app test-e2e ## Run everything: linters, app tests, sandbox end-to-end tests
+test: deps venv lint test-app test-e2e test-compose ## Run everything: linters, app tests, sandbox and Compose end to end
 
 .PHONY: test-app
 test-app: deps venv ## App tests against real Postgres, Redis and an SMTP sink
@@ -53,6 +53,10 @@ test-app: deps venv ## App tests against real Postgres, Redis and an SMTP sink
 .PHONY: test-e2e
 test-e2e: deps venv ## Deploy to a fresh sandbox, check it from outside, tear it down
 	@tests/tools/run-e2e.sh
+
+.PHONY: test-compose
+test-compose: deps venv ## Build and run the Compose stack on a private Docker engine with Pebble, check it, remove it
+	@tests/compose/run.sh
 
 ## ---- the sandbox and deployments ---------------------------------------------
 
@@ -85,3 +89,18 @@ certs: venv ## Expiry of the certificates the edge serves (INVENTORY=…, defaul
 .PHONY: scan
 scan: venv ## Audit scans (testssl.sh, sslyze, HTTP Observatory) of the sandbox, or TARGET=host
 	@deploy/scan/scan.sh $(TARGET)
+
+## ---- Docker Compose ------------------------------------------------------------
+
+.PHONY: up
+up: ## Build and start the Compose stack from .env; returns once HTTPS answers
+	@[ -f .env ] || { echo "no .env: cp .env-template .env and fill in its Docker Compose section" >&2; exit 1; }
+	@docker compose up --detach --build --wait
+
+.PHONY: down
+down: ## Stop the Compose stack (data volumes stay; docker compose down -v deletes them)
+	@docker compose down
+
+.PHONY: logs
+logs: ## Follow the Compose stack's logs
+	@docker compose logs --follow --tail=100

@@ -103,6 +103,9 @@ def resolve_site_to_edge(sandbox: Sandbox):
 def browser(sandbox: Sandbox) -> requests.Session:
     """A fresh HTTPS client that trusts only the sandbox's ACME root, like a user's browser."""
     session = requests.Session()
+    # Ignore the environment: REQUESTS_CA_BUNDLE would silently replace `verify`, and a proxy
+    # setting would send the sandbox's traffic elsewhere.
+    session.trust_env = False
     session.verify = sandbox.ca_cert
     session.headers["User-Agent"] = "flaskstack-e2e"
     return session
