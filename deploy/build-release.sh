@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Build the release artifact on the controller: the tracked files of the working tree (uncommitted
-# edits included, untracked files not) plus the fingerprinted, precompressed static files from
-# `python -m app.assets build`, as a reproducible tarball named by the hash of its content:
+# Build the release artifact on the controller: the app's tracked files in the working tree
+# (uncommitted edits included, untracked files not) plus the fingerprinted, precompressed static
+# files from `python -m app.assets build`, as a reproducible tarball named by its content hash:
 #
 #   .build/releases/flaskstack-<id>.tar.gz      (the path is the only line on stdout)
 #
@@ -29,9 +29,12 @@ trap 'rm -rf "$staging"' EXIT
 tree="$staging/tree"
 mkdir "$tree"
 
-# The tracked files as they are on disk; a tracked file deleted in the work tree is left out.
+# What runs on the app hosts, and nothing else: editing tests, docs or the roles must not make a
+# new release (and a restart). The tracked files as they are on disk; a tracked file deleted in
+# the work tree is left out.
+release_paths=(app migrations deploy/gunicorn.conf.py requirements.txt)
 cd "$repo_dir"
-git ls-files -z --cached |
+git ls-files -z --cached -- "${release_paths[@]}" |
   while IFS= read -r -d '' path; do
     if [[ -e "$path" || -L "$path" ]]; then printf '%s\0' "$path"; fi
   done |
