@@ -104,3 +104,81 @@ def test_only_ssh_http_and_https_answer_from_another_host(sandbox):
             assert open_tcp_ports(sandbox, host["ip"], candidates) == {22, 80, 443}, host
         else:
             assert {80, 443}.isdisjoint(open_tcp_ports(sandbox, host["ip"], candidates)), host
+
+
+def on_edge(sandbox, command: str) -> str:
+    """Run a client on the edge host itself: Debian 13's OpenSSL 3.5 and curl know PQ and QUIC."""
+    return sandbox.ssh(sandbox.edge, command).stdout
+
+
+def test_tls13_key_exchange_is_hybrid_post_quantum(sandbox):
+    handshake = on_edge(
+        sandbox,
+        f"openssl s_client -connect 127.0.0.1:443 -servername {sandbox.domain} -brief"
+        " </dev/null 2>&1",
+    )
+    assert "Protocol version: TLSv1.3" in handshake, handshake
+    assert re.search(r"(Negotiated TLS1.3 group|Peer Temp Key): X25519MLKEM768", handshake), (
+        handshake
+    )
+
+
+def test_http3_is_announced_and_answers(sandbox, browser):
+    home = browser.get(sandbox.url + "/", timeout=15)
+    assert home.headers["Alt-Svc"] == 'h3=":443"; ma=86400'
+    # -k: this checks the protocol; the certificate is checked over TCP above.
+    version = on_edge(
+        sandbox,
+        f"curl -sS -k --http3-only --resolve {sandbox.domain}:443:127.0.0.1"
+        f" -o /dev/null -w '%{{http_version}} %{{response_code}}' https://{sandbox.domain}/",
+    )
+    assert version == "3 200"
+
+
+SECURITY_HEADERS = {
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+def stylesheet_path(html: str) -> str:
+    return re.search(r'<link rel="stylesheet" href="([^"]+)"', html).group(1)
+
+
+def test_security_headers_on_pages_api_errors_static_files_and_404s(sandbox, browser):
+    home = browser.get(sandbox.url + "/", timeout=15)
+    responses = {
+        "page": home,
+        "api error": browser.get(sandbox.url + "/api/v1/posts/999999999", timeout=15),
+        "static file": browser.get(sandbox.url + stylesheet_path(home.text), timeout=15),
+        "404": browser.get(sandbox.url + "/no/such/page", timeout=15),
+        "static 404": browser.get(sandbox.url + "/static/no-such-file.css", timeout=15),
+    }
+    assert [r.status_code for r in responses.values()] == [200, 404, 200, 404, 404]
+    for kind, response in responses.items():
+        for name, value in SECURITY_HEADERS.items():
+            assert response.headers.get(name) == value, (kind, name, response.headers)
+        policy = response.headers.get("Content-Security-Policy", "")
+        assert "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy, kind
+        assert "Permissions-Policy" in response.headers, kind
+    assert responses["api error"].json()["message"]
+
+
+def test_fingerprinted_static_files_are_precompressed_and_immutable(sandbox, browser):
+    path = stylesheet_path(browser.get(sandbox.url + "/", timeout=15).text)
+    assert re.fullmatch(r"/static/dist/css/site\.[0-9a-f]{8,}\.css", path), path
+    css = browser.get(sandbox.url + path, headers={"Accept-Encoding": "gzip"}, timeout=15)
+    assert css.headers["Content-Encoding"] == "gzip"
+    assert css.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    # gzip_static serves the .gz file made at release build time: a fixed ETag/length, no chunking.
+    assert "Content-Length" in css.headers
+
+
+def test_www_redirects_to_the_apex(sandbox):
+    result = sandbox.curl(
+        "-o", "/dev/null", "-w", "%{response_code} %{redirect_url}",
+        f"https://www.{sandbox.domain}/posts?x=1",
+    )  # fmt: skip
+    assert result.stdout == f"301 https://{sandbox.domain}/posts?x=1"
