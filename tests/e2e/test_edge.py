@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import socket
+import ssl
 import subprocess
 
 import pytest
@@ -182,3 +184,25 @@ def test_www_redirects_to_the_apex(sandbox):
         f"https://www.{sandbox.domain}/posts?x=1",
     )  # fmt: skip
     assert result.stdout == f"301 https://{sandbox.domain}/posts?x=1"
+
+
+@pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
+def test_tls_sessions_resume(sandbox, version):
+    """A returning client skips the full handshake (session cache; TLS 1.3 stateful tickets)."""
+    context = ssl.create_default_context(cafile=sandbox.ca_cert)
+    context.minimum_version = context.maximum_version = ssl.TLSVersion[version]
+
+    def visit(session=None):
+        request = f"HEAD / HTTP/1.1\r\nHost: {sandbox.domain}\r\nConnection: close\r\n\r\n"
+        with (
+            socket.create_connection((sandbox.edge["ip"], 443), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=sandbox.domain, session=session) as tls,
+        ):
+            tls.sendall(request.encode())
+            while tls.recv(65536):  # TLS 1.3 tickets arrive after the handshake
+                pass
+            return tls.session, tls.session_reused
+
+    session, reused = visit()
+    assert not reused
+    assert visit(session)[1], f"the {version} session was not resumed"
