@@ -55,7 +55,31 @@ def postgres_bin_dir() -> Path:
     return Path(candidates[-1])
 
 
-class PostgresServer:
+class ThrowawayServer:
+    """A server process of the test run with a private directory, stopped and removed at the end."""
+
+    tmp: Path
+    process: subprocess.Popen | None
+    stop_signal = signal.SIGTERM
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(self.stop_signal)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class PostgresServer(ThrowawayServer):
+    stop_signal = signal.SIGINT  # Postgres' "fast" shutdown: ends sessions at once
+
     def __init__(self, password: str = "pg-test-password") -> None:
         self.password = password
         self.port = free_port()
@@ -151,22 +175,8 @@ class PostgresServer:
             cursor.execute(f"CREATE DATABASE {POSTGRES_DB}")
         admin.close()
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # "fast" shutdown: ends sessions at once
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
 
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-class RedisServer:
+class RedisServer(ThrowawayServer):
     def __init__(self, password: str = "redis-test-password") -> None:
         self.password = password
         self.port = free_port()
@@ -201,20 +211,6 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port, self.process)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class MailSink:
