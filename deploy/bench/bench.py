@@ -1,0 +1,980 @@
+"""`make bench`: measure the stack against its own ceilings (issue 8).
+
+Runs inside a private network namespace (deploy/bench/bench.sh makes it), so every server
+listens where a single-host deployment puts it (nginx on 80/443, gunicorn on 127.0.0.1:8000)
+and the configuration is the project's own, rendered the way the Ansible role renders it:
+
+- nginx: Debian's nginx.conf (paths moved into the work directory), nginx/snippets, the
+  nginx/templates filled from nginx/defaults.env + nginx/detect-features.sh, the upstream from
+  the role's upstream.conf.j2 and defaults. Bench-only differences: certificates from a
+  throwaway CA instead of /etc/letsencrypt, and ceiling-location.conf inserted into the site.
+- the app: a release built by deploy/build-release.sh (fingerprinted, precompressed static
+  files), run by gunicorn with deploy/gunicorn.conf.py and APP_ENV=production.
+- Postgres and Redis: throwaway servers (tests/servers.py) given the roles' settings (Redis ACL
+  user, AOF everysec, maxmemory; Postgres scram-sha-256, slow-query log).
+
+Every process it starts is stopped by PID at the end, also on failure or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import urllib3
+import yaml
+from results import Figure, Results, Run, Target
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+
+from servers import PostgresServer, RedisServer, wait_for_port  # noqa: E402
+
+BENCH_DIR = Path(__file__).resolve().parent
+VENV_BIN = Path(sys.executable).parent
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+SITE_HOST = "flaskstack.test"
+SITE_ALIASES = "www.flaskstack.test"
+CERT_NAME = SITE_HOST
+APP_ADDRESS = ("127.0.0.1", 8000)  # group_vars/all.yml: app_port, loopback on a single host
+DEFAULT_OUTPUT = REPO / ".build" / "bench" / "results.json"
+BENCH_USER = "bench"
+BENCH_PASSWORD = "bench password that is long enough"  # noqa: S105 - a throwaway database's
+
+# Load shapes. App figures: 16 clients, one request at a time each (16 busy browsers);
+# nginx-only figures: enough parallel streams to saturate nginx, not the app.
+APP_CLIENTS = 16
+EDGE_CLIENTS, EDGE_STREAMS = 32, 8
+LATENCY_CLIENTS = 8
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    duration: int  # seconds per measured run
+    warmup: int  # seconds of load before each measured run
+    repetitions: int
+    small_posts: int
+    large_posts: int
+    handshakes: int  # new TLS connections per handshake measurement
+
+
+FULL = Profile(
+    "full",
+    duration=10,
+    warmup=2,
+    repetitions=3,
+    small_posts=1000,
+    large_posts=100_000,
+    handshakes=2000,
+)
+SMOKE = Profile(
+    "smoke", duration=1, warmup=1, repetitions=1, small_posts=1000, large_posts=2000, handshakes=200
+)
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", flush=True)
+
+
+def run(*args, **kwargs) -> subprocess.CompletedProcess:
+    kwargs.setdefault("check", True)
+    return subprocess.run([str(a) for a in args], text=True, **kwargs)
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# ---- configuration from the repository's own sources -----------------------------------------
+
+
+def role_defaults(role: str) -> dict:
+    return yaml.safe_load((REPO / f"ansible/roles/{role}/defaults/main.yml").read_text())
+
+
+def nginx_placeholders(static_root: Path) -> dict[str, str]:
+    """What roles/nginx/tasks/features.yml collects: defaults.env, detected features, site."""
+    values = {}
+    for line in (REPO / "nginx/defaults.env").read_text().splitlines():
+        match = re.match(r'^([A-Z][A-Z0-9_]*)="?(.*?)"?$', line)
+        if match:
+            values[match[1]] = match[2]
+    detected = run("sh", REPO / "nginx/detect-features.sh", capture_output=True).stdout
+    values.update(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", detected, flags=re.MULTILINE))
+    values.update(
+        SITE_HOST=SITE_HOST,
+        SITE_ALIASES=SITE_ALIASES,
+        TLS_CERT_NAME=CERT_NAME,
+        STATIC_ROOT=str(static_root).rstrip("/"),
+    )
+    return values
+
+
+def fill(template: str, values: dict[str, str]) -> str:
+    for name, value in values.items():
+        template = template.replace("${" + name + "}", value)
+    missing = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)\}", template))
+    if missing:
+        raise BenchError(f"no value for nginx placeholders: {', '.join(sorted(missing))}")
+    return template
+
+
+def replace_once(text: str, old: str, new: str) -> str:
+    """Edit a file we do not own, loudly: if it changed shape, stop instead of measuring
+    something else."""
+    if text.count(old) != 1:
+        raise BenchError(f"expected exactly one {old!r} in the nginx configuration")
+    return text.replace(old, new)
+
+
+class NginxConfig:
+    """A complete nginx configuration directory, laid out like /etc/nginx on a host."""
+
+    def __init__(self, root: Path, certs: Path, static_root: Path, logs: Path) -> None:
+        self.root = root
+        self.conf = root / "nginx.conf"
+        self.pid_file = root / "nginx.pid"
+        self.error_log = logs / f"nginx-{root.name}-error.log"
+        root.mkdir(parents=True)
+        shutil.copytree(REPO / "nginx/snippets", root / "flaskstack/snippets")
+        (root / "conf.d").mkdir()
+        (root / "bench").mkdir()
+        shutil.copy(BENCH_DIR / "ceiling-location.conf", root / "bench")
+
+        main = Path("/etc/nginx/nginx.conf").read_text()
+        main = replace_once(main, "pid /run/nginx.pid;", f"pid {self.pid_file};")
+        main = replace_once(
+            main, "error_log /var/log/nginx/error.log;", f"error_log {self.error_log};"
+        )
+        main = replace_once(
+            main,
+            "access_log /var/log/nginx/access.log;",
+            f"access_log {logs}/nginx-{root.name}-access.log;",
+        )
+        main = replace_once(
+            main, "include /etc/nginx/conf.d/*.conf;", f"include {root}/conf.d/*.conf;"
+        )
+        # The role deletes the distribution's default site; nothing else lives there.
+        main = replace_once(main, "include /etc/nginx/sites-enabled/*;", "")
+        self.conf.write_text(main)
+
+        defaults = role_defaults("nginx")
+        upstream = jinja2.Template(
+            (REPO / "ansible/roles/nginx/templates/upstream.conf.j2").read_text()
+        )
+        (root / "flaskstack/upstream.conf").write_text(
+            upstream.render(
+                ansible_managed="rendered by deploy/bench/bench.py",
+                nginx_upstream_servers=[f"{APP_ADDRESS[0]}:{APP_ADDRESS[1]}"],
+                nginx_upstream_max_fails=defaults["nginx_upstream_max_fails"],
+                nginx_upstream_fail_timeout=defaults["nginx_upstream_fail_timeout"],
+                nginx_upstream_keepalive=defaults["nginx_upstream_keepalive"],
+            )
+        )
+
+        values = nginx_placeholders(static_root)
+        self.features = {k: values[k] for k in ("TLS_CURVES", "HTTP_PROTOCOLS", "BROTLI_STATIC")}
+        for name in ("flaskstack.conf", "flaskstack-limits.conf", "flaskstack-https.conf"):
+            text = fill((REPO / f"nginx/templates/{name}.template").read_text(), values)
+            if name == "flaskstack-https.conf":
+                text = text.replace("/etc/letsencrypt/live/", f"{certs}/live/")
+                text = replace_once(
+                    text,
+                    "    location /static/ {",
+                    f"    include {root}/bench/ceiling-location.conf;\n\n    location /static/ {{",
+                )
+            (root / "conf.d" / name).write_text(text)
+
+    def only_certificate(self, kind: str) -> None:
+        """Serve one certificate type (ecdsa or rsa): the client then cannot choose."""
+        https = self.root / "conf.d/flaskstack-https.conf"
+        other = {"ecdsa": "-rsa/", "rsa": "-ecdsa/"}[kind]
+        lines = https.read_text().splitlines(keepends=True)
+        kept = [
+            line
+            for line in lines
+            if not (line.lstrip().startswith("ssl_certificate") and other in line)
+        ]
+        if len(lines) - len(kept) != 2:
+            raise BenchError(f"could not drop the {other.strip('-/')} certificate lines")
+        https.write_text("".join(kept))
+
+
+def make_certificates(directory: Path) -> Path:
+    """A throwaway CA and an ECDSA P-256 + an RSA 2048 certificate for the site's names."""
+    directory.mkdir(parents=True)
+    ca_key, ca_cert = directory / "ca.key", directory / "ca.pem"
+    quiet = {"capture_output": True}
+    run(
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        ca_key,
+        "-out",
+        ca_cert,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=flaskstack bench CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        **quiet,
+    )
+    extensions = directory / "leaf.ext"
+    extensions.write_text(
+        f"subjectAltName=DNS:{SITE_HOST},DNS:www.{SITE_HOST}\n"
+        "extendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+    )
+    algorithms = {
+        "ecdsa": ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "rsa": ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+    }
+    for kind, options in algorithms.items():
+        lineage = directory / "live" / f"{CERT_NAME}-{kind}"
+        lineage.mkdir(parents=True)
+        key, csr, cert = lineage / "privkey.pem", lineage / "csr.pem", lineage / "cert.pem"
+        run("openssl", "genpkey", *options, "-out", key, **quiet)
+        run(
+            "openssl", "req", "-new", "-key", key, "-subj", f"/CN={SITE_HOST}", "-out", csr, **quiet
+        )
+        run(
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            ca_cert,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            extensions,
+            "-out",
+            cert,
+            **quiet,
+        )
+        # Like Let's Encrypt's fullchain.pem: the leaf, then the issuer.
+        (lineage / "fullchain.pem").write_text(cert.read_text() + ca_cert.read_text())
+    return ca_cert
+
+
+# ---- processes --------------------------------------------------------------------------------
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of the processes, from /proc/<pid>/stat."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / ticks
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)[1])
+    rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    pss = int(re.search(r"^Pss:\s+(\d+) kB", rollup, re.MULTILINE)[1])
+    return {"rss_mb": rss / 1024, "pss_mb": pss / 1024}
+
+
+@contextlib.contextmanager
+def nginx(config: NginxConfig) -> Iterator[subprocess.Popen]:
+    run(NGINX, "-t", "-q", "-c", config.conf, "-e", config.error_log, capture_output=True)
+    process = subprocess.Popen(
+        [NGINX, "-c", str(config.conf), "-e", str(config.error_log), "-g", "daemon off;"]
+    )
+    try:
+        wait_for_port(443, process)
+        yield process
+    finally:
+        stop(process, signal.SIGQUIT)  # graceful: lets the last connections finish
+
+
+def nginx_workers(master: subprocess.Popen) -> list[int]:
+    workers = [
+        pid
+        for pid in children_of(master.pid)
+        if "worker" in Path(f"/proc/{pid}/cmdline").read_text()
+    ]
+    if not workers:
+        raise BenchError("nginx has no worker processes")
+    return workers
+
+
+class DeploymentPostgres(PostgresServer):
+    """The test suite's throwaway Postgres, with the postgres role's settings instead of the
+    suite's no-fsync ones."""
+
+    def start(self) -> None:
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": str(self.tmp),
+            "password_encryption": "scram-sha-256",
+            "log_min_duration_statement": str(
+                role_defaults("postgres")["postgres_log_min_duration_statement"]
+            ),
+        }
+        options = [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
+        self.process = subprocess.Popen(
+            [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port), *options],
+            user=self.run_as,
+            cwd=self.tmp,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.tmp / "postgres.log", "ab"),  # noqa: SIM115 - owned by the child
+        )
+        wait_for_port(self.port, self.process)
+        deadline = time.monotonic() + 30
+        while (
+            run(
+                self.bin / "pg_isready", "-q", "-h", "127.0.0.1", "-p", self.port, check=False
+            ).returncode
+            != 0
+        ):
+            if time.monotonic() > deadline:
+                raise BenchError("Postgres does not accept connections")
+            time.sleep(0.05)
+
+
+def configure_redis_like_the_role(server: RedisServer) -> str:
+    """Give the throwaway Redis the redis role's settings; returns the app's REDIS_URL."""
+    import redis
+
+    defaults = role_defaults("redis")
+    admin = redis.Redis(host="127.0.0.1", port=server.port, password=server.password)
+    admin.config_set("appendonly", "yes" if defaults["redis_appendonly"] else "no")
+    admin.config_set("appendfsync", defaults["redis_appendfsync"])
+    admin.config_set("maxmemory", defaults["redis_maxmemory"])
+    admin.config_set("maxmemory-policy", defaults["redis_maxmemory_policy"])
+    password = secrets.token_hex(16)
+    user = defaults["redis_app_user"]
+    admin.execute_command(
+        "ACL", "SETUSER", user, "reset", "on", f">{password}", *defaults["redis_app_acl"].split()
+    )
+    admin.close()
+    return f"redis://{user}:{password}@127.0.0.1:{server.port}/0"
+
+
+# ---- load generators --------------------------------------------------------------------------
+
+
+def percentiles_from_log(path: Path, skip_until_us: float | None = None) -> tuple[float, float]:
+    latencies = []
+    with path.open() as lines:
+        for line in lines:
+            start, status, duration = line.split("\t")[:3]
+            if status != "-1" and (skip_until_us is None or float(start) >= skip_until_us):
+                latencies.append(int(duration))
+    if not latencies:
+        raise BenchError(f"no requests logged in {path}")
+    latencies.sort()
+
+    def at(fraction: float) -> float:
+        return latencies[min(len(latencies) - 1, int(fraction * len(latencies)))] / 1000
+
+    return at(0.50), at(0.99)
+
+
+def h2load(
+    url: str,
+    work: Path,
+    *,
+    clients: int,
+    streams: int = 1,
+    threads: int = 1,
+    duration: int,
+    warmup: int,
+    headers: dict[str, str] | None = None,
+    rps: int | None = None,
+) -> Run:
+    """HTTP/2 over TLS to nginx (SNI and Host are the site's name, the TCP peer is loopback)."""
+    log_file = work / "h2load-requests.tsv"
+    log_file.unlink(missing_ok=True)
+    command = [
+        "h2load",
+        "--connect-to=127.0.0.1:443",
+        f"-c{clients}",
+        f"-m{streams}",
+        f"-t{threads}",
+        f"-D{duration}",
+        f"--warm-up-time={warmup}",
+        f"--log-file={log_file}",
+    ]
+    if rps:
+        command.append(f"--rps={rps}")
+    for name, value in (headers or {}).items():
+        command += ["-H", f"{name}: {value}"]
+    started_us = time.time() * 1e6
+    result = subprocess.run(
+        [*command, url], capture_output=True, text=True, timeout=duration + warmup + 60
+    )
+    output = result.stdout
+    summary = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", output)
+    counts = re.search(
+        r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+        r"(\d+) errored, (\d+) timeout",
+        output,
+    )
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", output)
+    if result.returncode != 0 or not (summary and counts and codes):
+        raise BenchError(
+            f"h2load failed ({result.returncode}): {output[-800:]} {result.stderr[-400:]}"
+        )
+    total, done, _, failed, errored, timeout = map(int, counts.groups())
+    ok, *not_ok = map(int, codes.groups())
+    # The warm-up's requests are in the log too: only those started after it count.
+    p50, p99 = percentiles_from_log(log_file, started_us + warmup * 1e6)
+    return Run(
+        value=float(summary[1]),
+        p50_ms=p50,
+        p99_ms=p99,
+        requests=done,
+        errors=failed + errored + timeout + sum(not_ok) + (total - done),
+        detail={"2xx": ok, "3xx_4xx_5xx": not_ok},
+    )
+
+
+def wrk(url: str, *, clients: int, duration: int, warmup: int) -> Run:
+    """HTTP/1.1 straight to gunicorn (its sync workers close every connection, which wrk
+    handles and h2load's timed mode does not)."""
+    base = ["wrk", "-t1", f"-c{clients}"]
+    subprocess.run(
+        [*base, f"-d{warmup}s", url], capture_output=True, check=True, timeout=warmup + 60
+    )
+    result = subprocess.run(
+        [*base, f"-d{duration}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+    )
+    output = result.stdout
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    done = re.search(r"(\d+) requests in", output)
+    if result.returncode != 0 or not (rate and done):
+        raise BenchError(
+            f"wrk failed ({result.returncode}): {output[-800:]} {result.stderr[-400:]}"
+        )
+
+    def ms(percent: str) -> float:
+        value, unit = re.search(
+            rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE
+        ).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = sum(map(int, socket_errors.groups())) if socket_errors else 0
+    errors += int(non_2xx[1]) if non_2xx else 0
+    return Run(
+        value=float(rate[1]), p50_ms=ms("50"), p99_ms=ms("99"), requests=int(done[1]), errors=errors
+    )
+
+
+def new_tls_connections(ca_cert: Path, count: int, resume: bool) -> tuple[int, int]:
+    """Open `count` TLS 1.3 connections, one HTTP/1.1 request each; with `resume`, each offers
+    the session of the previous one. Returns (connections, resumed)."""
+    context = ssl.create_default_context(cafile=str(ca_cert))
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.set_alpn_protocols(["http/1.1"])
+    request = (
+        f"GET /__bench/ceiling HTTP/1.1\r\nHost: {SITE_HOST}\r\nConnection: close\r\n\r\n".encode()
+    )
+    session, resumed = None, 0
+    for _ in range(count):
+        with socket.create_connection(("127.0.0.1", 443)) as raw:
+            offered = session if resume else None
+            with context.wrap_socket(raw, server_hostname=SITE_HOST, session=offered) as tls:
+                tls.sendall(request)
+                answer = b""
+                while chunk := tls.recv(65536):
+                    answer += chunk
+                if not answer.startswith(b"HTTP/1.1 200"):
+                    raise BenchError(f"unexpected answer: {answer[:80]!r}")
+                resumed += tls.session_reused
+                session = tls.session  # TLS 1.3 tickets arrive after the handshake: read first
+    return count, resumed
+
+
+# ---- the app ----------------------------------------------------------------------------------
+
+
+def build_release(work: Path) -> Path:
+    """The release the hosts would get: deploy/build-release.sh, unpacked."""
+    archive = run(
+        REPO / "deploy/build-release.sh",
+        capture_output=True,
+        env={**os.environ, "PYTHON": sys.executable, "RELEASES_DIR": str(work / "archives")},
+    ).stdout.strip()
+    release = work / "release"
+    release.mkdir()
+    run("tar", "-xzf", archive, "-C", release)
+    release.chmod(0o755)
+    return release
+
+
+def seed_posts(database_url: str, total: int) -> None:
+    """Bulk insert (SQL, not the ORM) until `total` posts exist: ten authors, one post in 50
+    soft-deleted, a paragraph of text each."""
+    import psycopg2
+
+    with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT coalesce(max(id), 0) FROM posts")
+        existing = cursor.fetchone()[0]
+        cursor.execute(
+            """
+            INSERT INTO posts (author_id, title, body, created_at, deleted_at)
+            SELECT (SELECT min(id) FROM users) + n %% 10,
+                   'Post number ' || n,
+                   repeat('Lorem ipsum dolor sit amet, consectetur adipiscing elit. ', 12),
+                   now() - make_interval(secs => %(total)s - n),
+                   CASE WHEN n %% 50 = 0 THEN now() END
+            FROM generate_series(%(first)s, %(total)s) AS n
+            """,
+            {"first": existing + 1, "total": total},
+        )
+    connection.close()
+    # As after a bulk load in production: fresh statistics and visibility map.
+    connection = psycopg2.connect(database_url)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE posts")
+    connection.close()
+
+
+def seed_users(database_url: str) -> None:
+    import psycopg2
+    from werkzeug.security import generate_password_hash
+
+    password_hash = generate_password_hash(BENCH_PASSWORD)
+    with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO users (username, email, password_hash, is_admin, created_at)
+            SELECT CASE WHEN n = 0 THEN %(user)s ELSE 'author' || n END,
+                   CASE WHEN n = 0 THEN %(user)s ELSE 'author' || n END || '@example.org',
+                   %(hash)s, false, now()
+            FROM generate_series(0, 9) AS n
+            """,
+            {"user": BENCH_USER, "hash": password_hash},
+        )
+    connection.close()
+
+
+def log_in(ca_cert: Path) -> str:
+    """Log in through nginx with the real form, as a browser does; returns the Cookie header."""
+    pool = urllib3.HTTPSConnectionPool(
+        "127.0.0.1",
+        443,
+        server_hostname=SITE_HOST,
+        assert_hostname=SITE_HOST,
+        ca_certs=str(ca_cert),
+    )
+    base = {"Host": SITE_HOST}
+    page = pool.request("GET", "/login", headers=base, redirect=False)
+    cookie = page.headers["Set-Cookie"].split(";", 1)[0]
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.data.decode())[1]
+    answer = pool.request(
+        "POST",
+        "/login",
+        body=urllib.parse.urlencode(
+            {"csrf_token": token, "username": BENCH_USER, "password": BENCH_PASSWORD}
+        ),
+        headers={
+            **base,
+            "Cookie": cookie,
+            "Referer": f"https://{SITE_HOST}/login",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+        redirect=False,
+    )
+    if answer.status != 302 or "Set-Cookie" not in answer.headers:
+        raise BenchError(f"log-in failed: {answer.status} {answer.data[:300]!r}")
+    cookie = answer.headers["Set-Cookie"].split(";", 1)[0]
+    home = pool.request("GET", "/", headers={**base, "Cookie": cookie}, redirect=False)
+    if home.status != 200 or "Log out" not in home.data.decode():
+        raise BenchError("the session cookie does not log in")
+    pool.close()
+    return cookie
+
+
+class Gunicorn:
+    def __init__(self, release: Path, env: dict[str, str], log_path: Path) -> None:
+        self.log_file = log_path.open("ab")
+        self.process = subprocess.Popen(
+            [str(VENV_BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py"],
+            cwd=release,
+            env=env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(APP_ADDRESS[1], self.process)
+
+    def workers(self) -> list[int]:
+        return children_of(self.process.pid)
+
+    def close(self) -> None:
+        stop(self.process)
+        self.log_file.close()
+
+
+# ---- the benchmark ---------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, profile: Profile, work: Path, results: Results) -> None:
+        self.profile = profile
+        self.work = work
+        self.results = results
+        self.cleanup = contextlib.ExitStack()
+
+    def load(self, url_path: str, **options) -> Run:
+        options.setdefault("duration", self.profile.duration)
+        options.setdefault("warmup", self.profile.warmup)
+        return h2load(f"https://{SITE_HOST}{url_path}", self.work, **options)
+
+    def repeat(self, measurements: dict[str, callable]) -> None:
+        """Interleave the figures' repetitions, so that a noisy minute hits them all alike."""
+        for repetition in range(1, self.profile.repetitions + 1):
+            for key, measure in measurements.items():
+                figure = self.results.figures[key]
+                result = measure()
+                figure.runs.append(result)
+                log(
+                    f"  [{repetition}/{self.profile.repetitions}] {key} {figure.name}: "
+                    f"{result.value:.0f} {figure.unit}, p99 {result.p99_ms:.1f} ms, "
+                    f"{result.errors} errors"
+                )
+
+    def run(self) -> None:
+        profile, work, results, cleanup = self.profile, self.work, self.results, self.cleanup
+        logs = work / "logs"
+        logs.mkdir()
+        log("certificates from a throwaway CA (ECDSA P-256, RSA 2048)")
+        ca_cert = make_certificates(work / "certs")
+        log("release: deploy/build-release.sh")
+        release = build_release(work)
+        static_root = release / "app/static"
+        manifest = json.loads((static_root / "dist/manifest.json").read_text())
+        css_path = f"/static/dist/{manifest['css/site.css']}"
+
+        log("Postgres and Redis with the roles' settings")
+        postgres = DeploymentPostgres(password=secrets.token_hex(16))
+        cleanup.callback(postgres.close)
+        postgres.start()
+        postgres.create_database()
+        redis_server = RedisServer(password=secrets.token_hex(16))
+        cleanup.callback(redis_server.close)
+        redis_server.start()
+        redis_url = configure_redis_like_the_role(redis_server)
+
+        env = {
+            "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+            "LANG": "C.UTF-8",
+            "APP_ENV": "production",
+            "SECRET_KEY": secrets.token_hex(32),
+            "DATABASE_URL": postgres.url,
+            "REDIS_URL": redis_url,
+            "SITE_URL": f"https://{SITE_HOST}",
+            "LOG_LEVEL": "INFO",
+            "SMTP_HOST": "localhost",
+            "MAIL_FROM": f"flaskstack <noreply@{SITE_HOST}>",
+            "GUNICORN_BIND": f"{APP_ADDRESS[0]}:{APP_ADDRESS[1]}",
+            "PYTHONUNBUFFERED": "1",  # as the systemd unit sets it
+            **{k: v for k, v in os.environ.items() if k.startswith("GUNICORN_WORKERS")},
+        }
+        log("migrations (flask db upgrade) and seed data")
+        run(
+            VENV_BIN / "python",
+            "-m",
+            "flask",
+            "--app",
+            "app",
+            "db",
+            "upgrade",
+            cwd=release,
+            env=env,
+            capture_output=True,
+        )
+        seed_users(postgres.url)
+        seed_posts(postgres.url, profile.small_posts)
+
+        log("gunicorn (deploy/gunicorn.conf.py) and nginx (nginx/)")
+        gunicorn = Gunicorn(release, env, logs / "gunicorn.log")
+        cleanup.callback(gunicorn.close)
+        config = NginxConfig(work / "nginx", work / "certs", static_root, logs)
+        cleanup.enter_context(nginx(config))
+        results.environment.update(
+            nginx_features=config.features, gunicorn_workers=len(gunicorn.workers())
+        )
+        cookie = log_in(ca_cert)
+
+        add = results.add
+        add(Figure("1", "ceiling: nginx fixed 200", "req/s"))
+        add(Figure("2", "bare app: gunicorn /healthz", "req/s"))
+        add(Figure("3", "proxied app: nginx → /healthz", "req/s", "2", Target(">=", 0.85, "ratio")))
+        add(Figure("4", "static: fingerprinted CSS", "req/s", "1", Target(">=", 0.85, "ratio")))
+        add(Figure("5", "anonymous page /", "req/s", "2", Target(">=", 0.40, "ratio")))
+        add(Figure("6", "logged-in page /", "req/s", "5", Target(">=", 0.85, "ratio")))
+        add(Figure("7", "API list /api/v1/posts", "req/s", "2", Target(">=", 0.40, "ratio")))
+        compressed = {"accept-encoding": "gzip, deflate, br"}
+        edge_load = {"clients": EDGE_CLIENTS, "streams": EDGE_STREAMS, "threads": 2}
+        log(
+            f"load: {profile.repetitions} × {profile.duration} s (+{profile.warmup} s warm-up) "
+            f"per figure, {profile.small_posts} posts"
+        )
+        self.repeat(
+            {
+                "1": lambda: self.load("/__bench/ceiling", **edge_load),
+                "2": lambda: wrk(
+                    f"http://{APP_ADDRESS[0]}:{APP_ADDRESS[1]}/healthz",
+                    clients=APP_CLIENTS,
+                    duration=profile.duration,
+                    warmup=profile.warmup,
+                ),
+                "3": lambda: self.load("/healthz", clients=APP_CLIENTS),
+                "4": lambda: self.load(css_path, headers=compressed, **edge_load),
+                "5": lambda: self.load("/", clients=APP_CLIENTS, headers=compressed),
+                "6": lambda: self.load(
+                    "/", clients=APP_CLIENTS, headers={**compressed, "cookie": cookie}
+                ),
+                "7": lambda: self.load("/api/v1/posts", clients=APP_CLIENTS, headers=compressed),
+            }
+        )
+
+        half = results.figures["5"].median / 2
+        per_client = max(1, round(half / LATENCY_CLIENTS))
+        add(
+            Figure(
+                "8",
+                "latency of 5 at half its max",
+                "req/s",
+                target=Target("<=", 25, "p99_ms"),
+                note=f"{LATENCY_CLIENTS} clients × {per_client} req/s = "
+                f"{LATENCY_CLIENTS * per_client} req/s offered (half of 5's median)",
+            )
+        )
+        self.repeat(
+            {
+                "8": lambda: self.load(
+                    "/", clients=LATENCY_CLIENTS, rps=per_client, headers=compressed
+                )
+            }
+        )
+
+        log(
+            f"growth: {profile.small_posts} → {profile.large_posts} posts "
+            "(bulk insert, VACUUM ANALYZE)"
+        )
+        seed_posts(postgres.url, profile.large_posts)
+        large = f"{profile.large_posts // 1000}k"
+        add(
+            Figure(
+                "9a",
+                f"anonymous page / at {large} posts",
+                "req/s",
+                "5",
+                Target(">=", 0.90, "ratio"),
+            )
+        )
+        add(Figure("9b", f"API list at {large} posts", "req/s", "7", Target(">=", 0.90, "ratio")))
+        self.repeat(
+            {
+                "9a": lambda: self.load("/", clients=APP_CLIENTS, headers=compressed),
+                "9b": lambda: self.load("/api/v1/posts", clients=APP_CLIENTS, headers=compressed),
+            }
+        )
+
+        log("memory of gunicorn after the load")
+        master = memory_mb(gunicorn.process.pid)
+        workers = [memory_mb(pid) for pid in gunicorn.workers()]
+        add(
+            Figure(
+                "11a",
+                "memory: gunicorn master RSS",
+                "MB",
+                runs=[Run(master["rss_mb"], detail=master)],
+            )
+        )
+        add(
+            Figure(
+                "11b",
+                f"memory: {len(workers)} workers RSS each",
+                "MB",
+                runs=[Run(worker["rss_mb"], detail=worker) for worker in workers],
+                note=f"all workers: RSS {sum(w['rss_mb'] for w in workers):.0f} MB, "
+                f"PSS {sum(w['pss_mb'] for w in workers):.0f} MB "
+                "(PSS shares copy-on-write pages between processes)",
+            )
+        )
+
+        # Handshakes last: they restart nginx with one certificate at a time.
+        cleanup.close()
+        self.handshakes(ca_cert, static_root, logs)
+
+    def handshakes(self, ca_cert: Path, static_root: Path, logs: Path) -> None:
+        count = self.profile.handshakes
+        add = self.results.add
+        add(
+            Figure(
+                "10a",
+                "TLS 1.3 full handshake, ECDSA",
+                "ms CPU/conn",
+                note=f"nginx workers' utime+stime over {count} new connections, one request each",
+            )
+        )
+        add(Figure("10b", "TLS 1.3 full handshake, RSA", "ms CPU/conn"))
+        self.results.figures["10a"].baseline = "10b"
+        self.results.figures["10a"].target = Target("<=", 0.85, "ratio")
+        add(
+            Figure(
+                "10c", "TLS 1.3 resumed, ECDSA", "ms CPU/conn", "10a", Target("<=", 0.60, "ratio")
+            )
+        )
+        log(
+            f"TLS handshakes: {count} new connections per run, "
+            "nginx serving one certificate at a time"
+        )
+        for kind in ("ecdsa", "rsa"):
+            config = NginxConfig(
+                self.work / f"nginx-{kind}", self.work / "certs", static_root, logs
+            )
+            config.only_certificate(kind)
+            with nginx(config) as edge:
+                new_tls_connections(ca_cert, 50, resume=True)  # warm-up
+                for repetition in range(1, self.profile.repetitions + 1):
+                    for key, resume in (
+                        (("10a", False), ("10c", True)) if kind == "ecdsa" else (("10b", False),)
+                    ):
+                        workers = nginx_workers(edge)
+                        before, started = cpu_seconds(workers), time.monotonic()
+                        connections, resumed = new_tls_connections(ca_cert, count, resume)
+                        cpu, elapsed = cpu_seconds(workers) - before, time.monotonic() - started
+                        not_resumed = connections - resumed if resume else resumed
+                        self.results.figures[key].runs.append(
+                            Run(
+                                value=cpu * 1000 / connections,
+                                requests=connections,
+                                errors=max(0, not_resumed - 1),  # the first cannot resume
+                                detail={
+                                    "cpu_s": cpu,
+                                    "connections_per_s": connections / elapsed,
+                                    "resumed": resumed,
+                                },
+                            )
+                        )
+                        log(
+                            f"  [{repetition}/{self.profile.repetitions}] {key}: "
+                            f"{cpu * 1000 / connections:.3f} ms CPU/conn, "
+                            f"{resumed}/{connections} resumed"
+                        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        default=os.environ.get("BENCH_SMOKE") == "1",
+        help="1-2 s runs, one repetition, 2 000 posts (or BENCH_SMOKE=1)",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON results ({DEFAULT_OUTPUT})"
+    )
+    args = parser.parse_args(argv)
+    profile = SMOKE if args.smoke else FULL
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup on SIGTERM too
+
+    environment = {
+        "nginx": run(NGINX, "-v", capture_output=True).stderr.strip(),
+        "openssl": ssl.OPENSSL_VERSION,
+        "python": sys.version.split()[0],
+        "cores": len(os.sched_getaffinity(0)),
+        "load_average_at_start": os.getloadavg(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    settings = {
+        **profile.__dict__,
+        "app_clients": APP_CLIENTS,
+        "edge_clients": EDGE_CLIENTS,
+        "edge_streams": EDGE_STREAMS,
+    }
+    results = Results(profile.name, settings, environment)
+    work = Path(tempfile.mkdtemp(prefix="flaskstack-bench-"))
+    work.chmod(0o755)  # nginx workers (www-data) read the release's static files
+    bench = Bench(profile, work, results)
+    try:
+        bench.run()
+    except (BenchError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", None) or ""
+        log(f"failed: {exc} {detail}".strip())
+        for error_log in (work / "logs").glob("*error.log"):
+            log(f"{error_log.name}: {error_log.read_text()[-1500:]}")
+        return 1
+    finally:
+        bench.cleanup.close()
+        environment["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        shutil.rmtree(work, ignore_errors=True)
+    results.write_json(args.output)
+    print()
+    print(results.table())
+    print(f"\nJSON: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
