@@ -37,7 +37,8 @@ echo "first deploy took $((SECONDS - deploy_started)) s"
 stage "checking the deployment from outside"
 # Order matters: user flows first, then what ops do to the running stack (redeploy, renewal,
 # reboot), then the audit scans of the result.
-.venv/bin/pytest -p no:cacheprovider -v \
+# -rP: the captured output of passed tests too (timings, load counts, the scan table).
+.venv/bin/pytest -p no:cacheprovider -v -rP \
   tests/e2e/test_edge.py tests/e2e/test_user_flows.py tests/e2e/test_hardening.py \
   tests/e2e/test_operations.py \
   tests/e2e/test_scans.py
