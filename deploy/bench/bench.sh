@@ -15,6 +15,7 @@ namespace="fsbench-$$"
 cleanup() { ip netns delete "$namespace" 2>/dev/null || true; }
 trap cleanup EXIT
 ip netns add "$namespace"
+echo "bench: network namespace $namespace"
 ip -n "$namespace" link set lo up
 
 # bench.py stops every process it starts; the namespace goes with this script.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import operator
+import re
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,6 +73,7 @@ class Results:
         self.settings = settings
         self.environment = environment
         self.figures: dict[str, Figure] = {}
+        self.profiles: dict[str, dict] = {}  # figure key → py-spy summary (--py-spy)
 
     def add(self, figure: Figure) -> Figure:
         self.figures[figure.key] = figure
@@ -79,7 +81,7 @@ class Results:
 
     def in_order(self) -> list[Figure]:
         """By the issue's numbering (1, 2, … 9a, 9b, 10a …), whatever order they ran in."""
-        return sorted(self.figures.values(), key=lambda f: (int(f.key.rstrip("abc")), f.key))
+        return sorted(self.figures.values(), key=lambda f: (int(re.match(r"\d+", f.key)[0]), f.key))
 
     def ratio(self, figure: Figure) -> float | None:
         if figure.baseline is None or figure.median is None:
@@ -140,7 +142,16 @@ class Results:
             if number == 0:
                 lines.append("  ".join("-" * width for width in widths))
         notes = [f"    {f.key}: {f.note}" for f in self.in_order() if f.note]
-        return "\n".join([*lines, *(["", "notes:", *notes] if notes else [])]).rstrip()
+        lines += ["", "notes:", *notes] if notes else []
+        for key, summary in self.profiles.items():
+            lines += [
+                "",
+                f"profile of {key}: self time by package (% of {summary['samples']} samples)",
+            ]
+            lines += [
+                f"    {pct:5.1f}  {name}" for name, pct in summary["self_by_package_%"].items()
+            ]
+        return "\n".join(lines).rstrip()
 
     def as_dict(self) -> dict:
         figures = []
@@ -175,6 +186,7 @@ class Results:
             "errors": self.total_errors,
             "targets_met": sum(1 for verdict in verdicts if verdict),
             "targets": len(verdicts),
+            "profiles": self.profiles,
         }
 
     def write_json(self, path: Path) -> None:

@@ -1,0 +1,93 @@
+"""`make bench` in smoke mode, so the benchmark never rots: it must start the whole stack,
+measure every figure with zero errors, clean up and write well-formed JSON. No timing is
+asserted here: this machine is shared and noisy (`make bench` reports the targets)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FIGURES = {
+    "1",
+    "2",
+    "3",
+    "4",
+    "5",
+    "6",
+    "7",
+    "8",
+    "9a",
+    "9b",
+    "10a",
+    "10b",
+    "10c",
+    "10d",
+    "11a",
+    "11b",
+}
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the benchmark needs root (netns)")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    output = tmp_path_factory.mktemp("bench") / "results.json"
+    result = subprocess.run(
+        [str(REPO / "deploy/bench/bench.sh"), "--smoke", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return result, output
+
+
+def test_the_smoke_run_completes_and_prints_one_table(smoke_run):
+    result, _ = smoke_run
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("req/s median (min–max)") == 1
+    assert "errors (all runs)" in result.stdout
+
+
+def test_every_figure_is_measured_without_errors(smoke_run):
+    _, output = smoke_run
+    results = json.loads(output.read_text())
+    assert results["schema"] == 1
+    assert results["mode"] == "smoke"
+    figures = {figure["key"]: figure for figure in results["figures"]}
+    assert set(figures) == FIGURES
+    for key, figure in figures.items():
+        assert figure["runs"], f"figure {key} has no runs"
+        assert all(run["value"] > 0 for run in figure["runs"]), key
+        assert figure["errors"] == 0, key
+        if figure["baseline"] is not None:
+            assert figure["ratio"] > 0, key
+        if figure["unit"] == "req/s":
+            assert figure["p50_ms"] <= figure["p99_ms"], key
+            assert all(run["requests"] > 0 for run in figure["runs"]), key
+    assert results["errors"] == 0
+    assert results["targets"] == 10
+    # Resumed handshakes really resumed (the client offered the previous session each time).
+    for key in ("10c", "10d"):
+        run = figures[key]["runs"][0]
+        assert run["detail"]["resumed"] >= run["requests"] - 1, key
+
+
+def test_the_benchmark_leaves_no_namespace_directory_or_process_behind(smoke_run):
+    result, _ = smoke_run
+    namespace = re.search(r"network namespace (\S+)", result.stdout)[1]
+    work = re.search(r"work directory (\S+)", result.stdout)[1]
+    assert (
+        namespace
+        not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    )
+    assert not Path(work).exists()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            assert work.encode() not in cmdline.read_bytes(), f"{cmdline.parent} still runs"
