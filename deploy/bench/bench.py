@@ -702,15 +702,14 @@ class Gunicorn:
 
 
 def frame_package(frame: str) -> str:
-    """py-spy's "function (path/to/file.py:line)" → the package that owns the code."""
-    path = frame.rsplit("(", 1)[-1]
-    if "site-packages/" in path:
-        return path.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
-    if "/app/" in path:
-        return "app (this project)"
-    if re.search(r"python3\.\d+/", path):
-        return "stdlib " + re.split(r"python3\.\d+/", path)[1].split("/")[0].removesuffix(".py")
-    return path.split(":")[0]
+    """py-spy's "Class.function (package/module.py:line)" → the package (or template) it is in.
+    py-spy writes paths relative to sys.path, so the first component names the package."""
+    if frame.startswith("process "):
+        return "(no Python frame: native code or the process itself)"
+    location = frame.rsplit("(", 1)[-1].rstrip(")").rsplit(":", 1)[0]
+    if location.endswith(".html"):
+        return "templates (Jinja)"
+    return location.split("/", 1)[0].removesuffix(".py")
 
 
 def summarize_profile(collapsed: Path, top: int = 12) -> dict:
