@@ -23,6 +23,9 @@ teardown() {
   exit "$status"
 }
 trap teardown EXIT
+# Interrupted: exit with the signal's status, so the teardown does not report success.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 stage "removing what an interrupted earlier run may have left"
 "$sandbox" down >/dev/null
