@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help
 help: ## List the targets (this text)
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 ## ---- set-up ---------------------------------------------------------------
 
@@ -43,7 +43,7 @@ lint: venv ## Run the linters (ruff, shellcheck, yamllint, ansible-lint)
 	@echo "==> ansible-lint"; cd ansible && ansible-lint -q
 
 .PHONY: test
-test: deps venv lint test-app test-e2e test-compose ## Run everything: linters, app tests, sandbox and Compose end to end
+test: deps venv lint test-app test-bench-smoke test-e2e test-e2e-multi test-compose ## Run everything: linters, app tests, sandbox and Compose end to end
 
 .PHONY: test-app
 test-app: deps venv ## App tests against real Postgres, Redis and an SMTP sink
@@ -51,8 +51,17 @@ test-app: deps venv ## App tests against real Postgres, Redis and an SMTP sink
 	@pytest tests/unit tests/integration
 
 .PHONY: test-e2e
-test-e2e: deps venv ## Deploy to a fresh sandbox, check it from outside, tear it down
-	@tests/tools/run-e2e.sh
+test-e2e: deps venv ## Deploy to a fresh single-host sandbox, check it from outside, tear it down
+	@tests/tools/run-e2e.sh single
+
+.PHONY: test-e2e-multi
+test-e2e-multi: deps venv ## The same on 1 edge + 2 app + 1 db/cache hosts, with an app host failing
+	@tests/tools/run-e2e.sh multi
+
+.PHONY: test-bench-smoke
+test-bench-smoke: deps venv ## A short run of make bench, so the benchmark never rots (no timing gate)
+	@echo "==> make bench, smoke mode"
+	@pytest -p no:cacheprovider tests/bench
 
 .PHONY: test-compose
 test-compose: deps venv ## Build and run the Compose stack on a private Docker engine with Pebble, check it, remove it
@@ -85,6 +94,10 @@ deploy: venv ## Provision and deploy with Ansible: make deploy INVENTORY=ansible
 certs: venv ## Expiry of the certificates the edge serves (INVENTORY=…, default: the sandbox)
 	@ANSIBLE_CONFIG=ansible/ansible.cfg ansible edge -i "$(or $(INVENTORY),$(SANDBOX_INVENTORY))" \
 	  --become -m ansible.builtin.command -a /usr/local/sbin/flaskstack-cert-expiry
+
+.PHONY: bench
+bench: venv ## Measure the stack against its own ceilings (~10 min); table + .build/bench/results.json
+	@deploy/bench/bench.sh
 
 .PHONY: scan
 scan: venv ## Audit scans (testssl.sh, sslyze, HTTP Observatory) of the sandbox, or TARGET=host

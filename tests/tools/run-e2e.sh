@@ -1,32 +1,62 @@
 #!/usr/bin/env bash
-# The end-to-end stage of `make test`: a fresh sandbox, the same deploy path as `make demo`
-# and production, checks from outside as a user and an auditor would, then teardown — always,
-# even when a step fails. Its own SANDBOX_ID keeps it clear of a `make demo` that may be up.
+# The end-to-end stages of `make test`: a fresh sandbox, the same deploy path as `make demo` and
+# production, checks from outside as a user and an auditor would, then teardown — always, even
+# when a step fails or the run is interrupted.
+#
+#   tests/tools/run-e2e.sh single   one host in every group (SANDBOX_ID 20)
+#   tests/tools/run-e2e.sh multi    edge1, app1 + app2, data1 (SANDBOX_ID 21)
+#
+# Their own SANDBOX_IDs keep them clear of each other and of a `make demo` (0) that may be up.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-export SANDBOX_ID="${E2E_SANDBOX_ID:-20}"
-state=".sandbox-${SANDBOX_ID}"
-export SANDBOX_JSON="$PWD/$state/sandbox.json"
+topology="${1:-single}"
+# Order matters: the user flows and the second deploy (changed=0) run on the untouched stack,
+# then what ops do to it (renewal, reboot, an app host failing), then the audit scans.
+case "$topology" in
+  single)
+    default_id=20
+    tests=(tests/e2e/test_edge.py tests/e2e/test_user_flows.py tests/e2e/test_hardening.py
+      tests/e2e/test_operations.py tests/e2e/test_scans.py)
+    ;;
+  multi)
+    default_id=21
+    tests=(tests/e2e/test_operations.py::test_second_deploy_changes_nothing
+      tests/e2e/multi/test_rolling_deploy.py
+      tests/e2e/test_edge.py tests/e2e/test_user_flows.py tests/e2e/test_hardening.py
+      tests/e2e/multi/test_private_services.py tests/e2e/multi/test_sessions.py
+      tests/e2e/multi/test_failover.py tests/e2e/test_scans.py)
+    ;;
+  *)
+    echo "usage: $0 [single|multi]" >&2
+    exit 2
+    ;;
+esac
+
+export SANDBOX_ID="${E2E_SANDBOX_ID:-$default_id}"
+export SANDBOX_JSON="$PWD/.sandbox-${SANDBOX_ID}/sandbox.json"
 sandbox=deploy/sandbox/sandbox.sh
 started=$SECONDS
 
-stage() { printf '\n==> [e2e %4ds] %s\n' "$((SECONDS - started))" "$*"; }
+stage() { printf '\n==> [e2e %s %4ds] %s\n' "$topology" "$((SECONDS - started))" "$*"; }
 
 teardown() {
   status=$?
   stage "tearing the sandbox down"
   "$sandbox" down || status=1
-  stage "end-to-end stage finished with status $status in $((SECONDS - started)) s"
+  stage "end-to-end stage ($topology) finished with status $status in $((SECONDS - started)) s"
   exit "$status"
 }
 trap teardown EXIT
+# Interrupted: exit with the signal's status, so the teardown does not report success.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 stage "removing what an interrupted earlier run may have left"
 "$sandbox" down >/dev/null
 
-stage "creating the sandbox hosts and the ACME CA"
-"$sandbox" up "${TOPOLOGY:-single}"
+stage "creating the sandbox hosts ($topology) and the ACME CA"
+"$sandbox" up "$topology"
 inventory=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["inventory"])' "$SANDBOX_JSON")
 
 stage "first deploy (make deploy INVENTORY=$inventory)"
@@ -35,10 +65,5 @@ INVENTORY="$inventory" deploy/deploy.sh
 echo "first deploy took $((SECONDS - deploy_started)) s"
 
 stage "checking the deployment from outside"
-# Order matters: user flows first, then what ops do to the running stack (redeploy, renewal,
-# reboot), then the audit scans of the result.
 # -rP: the captured output of passed tests too (timings, load counts, the scan table).
-.venv/bin/pytest -p no:cacheprovider -v -rP \
-  tests/e2e/test_edge.py tests/e2e/test_user_flows.py tests/e2e/test_hardening.py \
-  tests/e2e/test_operations.py \
-  tests/e2e/test_scans.py
+.venv/bin/pytest -p no:cacheprovider -v -rP "${tests[@]}"
