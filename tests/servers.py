@@ -122,26 +122,23 @@ class PostgresServer(ThrowawayServer):
             cwd=self.tmp,
         )
 
+    def settings(self) -> dict[str, str]:
+        """postgresql.conf settings for this run (a subclass may run other ones)."""
+        return {
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": str(self.tmp),
+            # Durability is irrelevant for a throwaway database; speed is not.
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+        }
+
     def start(self) -> None:
+        options = [
+            arg for name, value in self.settings().items() for arg in ("-c", f"{name}={value}")
+        ]
         self.process = subprocess.Popen(
-            [
-                str(self.bin / "postgres"),
-                "-D",
-                str(self.data),
-                "-p",
-                str(self.port),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                f"unix_socket_directories={self.tmp}",
-                # Durability is irrelevant for a throwaway database; speed is not.
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-            ],
+            [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port), *options],
             user=self.run_as,
             cwd=self.tmp,
             stdout=subprocess.DEVNULL,
@@ -155,8 +152,10 @@ class PostgresServer(ThrowawayServer):
                 [str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
                 capture_output=True,
             )
-            if probe.returncode == 0 or time.monotonic() > deadline:
-                break
+            if probe.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Postgres on port {self.port} does not accept connections")
             time.sleep(0.05)
 
     def create_database(self) -> None:

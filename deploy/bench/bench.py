@@ -365,8 +365,8 @@ class DeploymentPostgres(PostgresServer):
     """The test suite's throwaway Postgres, with the postgres role's settings instead of the
     suite's no-fsync ones."""
 
-    def start(self) -> None:
-        settings = {
+    def settings(self) -> dict[str, str]:
+        return {
             "listen_addresses": "127.0.0.1",
             "unix_socket_directories": str(self.tmp),
             "password_encryption": "scram-sha-256",
@@ -374,25 +374,6 @@ class DeploymentPostgres(PostgresServer):
                 role_defaults("postgres")["postgres_log_min_duration_statement"]
             ),
         }
-        options = [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
-        self.process = subprocess.Popen(
-            [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port), *options],
-            user=self.run_as,
-            cwd=self.tmp,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.tmp / "postgres.log", "ab"),  # noqa: SIM115 - owned by the child
-        )
-        wait_for_port(self.port, self.process)
-        deadline = time.monotonic() + 30
-        while (
-            run(
-                self.bin / "pg_isready", "-q", "-h", "127.0.0.1", "-p", self.port, check=False
-            ).returncode
-            != 0
-        ):
-            if time.monotonic() > deadline:
-                raise BenchError("Postgres does not accept connections")
-            time.sleep(0.05)
 
 
 def configure_redis_like_the_role(server: RedisServer) -> str:
