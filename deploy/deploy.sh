@@ -2,8 +2,10 @@
 # `make deploy`: build the release, run the playbook against an inventory, print a summary.
 #
 #   INVENTORY=ansible/inventories/production deploy/deploy.sh [extra ansible-playbook args…]
+#   INVENTORY=… PLAYBOOK=ansible/rollback.yml deploy/deploy.sh [-e rollback_release=<id>]
 #
-# INVENTORY (required): an inventory directory or file. PLAYBOOK (default ansible/site.yml).
+# INVENTORY (required): an inventory directory or file. PLAYBOOK (default ansible/site.yml; only
+# site.yml builds a release).
 # ANSIBLE_PLAYBOOK: the ansible-playbook to run (default .venv/bin/ansible-playbook, else PATH).
 # Vault: export ANSIBLE_VAULT_PASSWORD_FILE, or pass --ask-vault-pass.
 # Exits non-zero when the build or the playbook fails; the summary is printed either way.
@@ -42,20 +44,40 @@ exec 9>"$log_dir/lock"
 flock --nonblock 9 || die "another deploy to $INVENTORY is running (lock: $log_dir/lock)"
 
 started=$SECONDS
-# `-e app_release_archive=PATH` deploys that archive (e.g. an earlier build) instead of a new one.
-archive=""
-for arg in "$@"; do
-  if [[ "$arg" == app_release_archive=* ]]; then archive="${arg#*=}"; fi
-done
-if [[ -z "$archive" ]]; then
-  echo "==> building the release"
-  archive="$(deploy/build-release.sh)"
+extra_vars=()
+release="rollback to ${ROLLBACK_RELEASE:-the previous release}"
+if [[ "$(basename "$playbook")" == site.yml ]]; then
+  # `-e app_release_archive=PATH` deploys that archive (e.g. an earlier build) instead of a new one.
+  archive=""
+  for arg in "$@"; do
+    if [[ "$arg" == app_release_archive=* ]]; then archive="${arg#*=}"; fi
+  done
+  if [[ -z "$archive" ]]; then
+    echo "==> building the release"
+    archive="$(deploy/build-release.sh)"
+  fi
+  extra_vars+=(-e "app_release_archive=$archive")
+  release="$(basename "$archive" .tar.gz)"
+  release="${release#flaskstack-}"
 fi
 
-echo "==> ansible-playbook $playbook on $INVENTORY"
+# This run's name and its operator: the hosts' deploy lock and deploy record show them.
+deploy_id="$(date -u +%Y%m%dT%H%M%SZ)-$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')"
+operator="$(id -un)@$(hostname)"
+extra_vars+=(-e "deploy_id=$deploy_id" -e "deploy_lock_owner=$operator" -e "app_deployed_by=$operator")
+
+echo "==> ansible-playbook $playbook on $INVENTORY (run $deploy_id)"
 status=0
-"$ansible_playbook" -i "$INVENTORY" "$playbook" \
-  -e "app_release_archive=$archive" "$@" 2>&1 | tee "$log_file" || status=$?
+"$ansible_playbook" -i "$INVENTORY" "$playbook" "${extra_vars[@]}" "$@" 2>&1 |
+  tee "$log_file" || status=$?
+
+# A failed run stops before its last play gives the hosts' deploy lock back: do it here (only
+# this run's lock; another run's stays).
+if ((status != 0)); then
+  echo "==> giving the deploy lock back"
+  "$ansible_playbook" -i "$INVENTORY" ansible/unlock.yml -e "deploy_id=$deploy_id" \
+    >"$log_dir/unlock.log" 2>&1 || echo "deploy: could not give the lock back (log: $log_dir/unlock.log)" >&2
+fi
 
 # The summary: URL, hosts with their groups and their recap counts, the time taken. The groups
 # come from --graph (no variables needed); the domain from --list (needs the vault, if any).
@@ -63,6 +85,6 @@ inventory_cmd=("$ansible_bin/ansible-inventory" -i "$INVENTORY" --playbook-dir "
 "${inventory_cmd[@]}" --graph >"$log_dir/inventory.graph" 2>/dev/null || :
 "${inventory_cmd[@]}" --list >"$log_dir/inventory.json" 2>/dev/null || echo '{}' >"$log_dir/inventory.json"
 python3 deploy/deploy_summary.py --graph "$log_dir/inventory.graph" \
-  --inventory "$log_dir/inventory.json" --log "$log_file" --archive "$archive" \
+  --inventory "$log_dir/inventory.json" --log "$log_file" --release "$release" \
   --seconds "$((SECONDS - started))" --status "$status"
 exit "$status"

@@ -58,13 +58,12 @@ def render(args: argparse.Namespace) -> tuple[str, bool]:
         inventory = json.loads(Path(args.inventory).read_text())
     except (OSError, ValueError):
         inventory = {}
-    release = Path(args.archive).name.removeprefix("flaskstack-").removesuffix(".tar.gz")
     minutes, seconds = divmod(args.seconds, 60)
     failed = args.status != 0 or any(c["failed"] or c["unreachable"] for c in recap.values())
 
     lines = ["", "==> summary"]
     lines += [f"  url:      https://{domain}/" for domain in site_domains(inventory)]
-    lines += [f"  release:  {release}", f"  time:     {minutes}m{seconds:02d}s"]
+    lines += [f"  release:  {args.release}", f"  time:     {minutes}m{seconds:02d}s"]
     lines.append(
         f"  {'host':<28} {'groups':<22} {'ok':>4} {'changed':>8} {'failed':>7} {'unreach':>8}"
     )
@@ -84,7 +83,7 @@ def main() -> None:
     parser.add_argument("--graph", required=True, help="ansible-inventory --graph output")
     parser.add_argument("--inventory", required=True, help="ansible-inventory --list output")
     parser.add_argument("--log", required=True, help="the playbook's output")
-    parser.add_argument("--archive", required=True, help="the release archive deployed")
+    parser.add_argument("--release", required=True, help="the release deployed (or rolled back to)")
     parser.add_argument("--seconds", type=int, required=True, help="time the deploy took")
     parser.add_argument("--status", type=int, required=True, help="ansible-playbook's exit code")
     text, _failed = render(parser.parse_args())
