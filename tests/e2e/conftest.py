@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -99,13 +101,50 @@ def resolve_site_to_edge(sandbox: Sandbox):
     socket.getaddrinfo = real
 
 
-@pytest.fixture
-def browser(sandbox: Sandbox) -> requests.Session:
-    """A fresh HTTPS client that trusts only the sandbox's ACME root, like a user's browser."""
+def https_client(sandbox: Sandbox, agent: str = "flaskstack-e2e") -> requests.Session:
+    """An HTTPS client that trusts only the sandbox's ACME root, like a user's browser."""
     session = requests.Session()
     # Ignore the environment: REQUESTS_CA_BUNDLE would silently replace `verify`, and a proxy
     # setting would send the sandbox's traffic elsewhere.
     session.trust_env = False
     session.verify = sandbox.ca_cert
-    session.headers["User-Agent"] = "flaskstack-e2e"
+    session.headers["User-Agent"] = agent
     return session
+
+
+@pytest.fixture
+def browser(sandbox: Sandbox) -> requests.Session:
+    return https_client(sandbox)
+
+
+@dataclass
+class Member:
+    username: str
+    web: requests.Session  # logged in through the site's forms (session cookie)
+    api: requests.Session  # carries the member's API bearer token
+
+
+@pytest.fixture(scope="session")
+def member(sandbox: Sandbox) -> Member:
+    """One member of the site for the whole stage, logged in on the web and on the API.
+
+    Every test request comes from one address, and login, registration and token creation share
+    a rate limit per address (app and nginx): the stage registers one member and makes one token.
+    """
+    from test_user_flows import submit
+
+    username = "member-" + secrets.token_hex(4)
+    password = secrets.token_urlsafe(16)
+    web = https_client(sandbox)
+    registered = submit(
+        web, f"{sandbox.url}/register",
+        username=username, email=f"{username}@example.org", password=password, confirm=password,
+    )  # fmt: skip
+    assert registered.status_code == 200, registered.text[:500]
+
+    api = https_client(sandbox)
+    token = api.post(f"{sandbox.url}/api/v1/tokens",
+                     json={"username": username, "password": password}, timeout=15)  # fmt: skip
+    assert token.status_code == 201, token.text
+    api.headers["Authorization"] = f"Bearer {token.json()['token']}"
+    return Member(username, web, api)

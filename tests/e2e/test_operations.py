@@ -1,4 +1,5 @@
-"""What ops do to a running deployment: redeploy, renew certificates, reboot hosts."""
+"""What ops do to a running deployment: redeploy with no change, one deploy at a time, the
+certificate expiry check. Faults and operations under load are in test_faults.py."""
 
 from __future__ import annotations
 
@@ -7,18 +8,7 @@ import re
 import subprocess
 import time
 
-from load import SteadyLoad
-from test_edge import served_certificate
-
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# The units each group must have running and enabled at boot.
-UNITS = {
-    "edge": ["nginx.service", "flaskstack-cert-renewal.timer", "flaskstack-cert-expiry.timer"],
-    "app": ["flaskstack-web.socket", "flaskstack-web.service", "flaskstack-worker.service"],
-    "db": ["postgresql.service"],
-    "cache": ["redis-server.service"],
-}
 
 
 def test_second_deploy_changes_nothing(sandbox):
@@ -33,28 +23,6 @@ def test_second_deploy_changes_nothing(sandbox):
     assert sorted(name for name, _ in recap) == sorted(h["name"] for h in sandbox.hosts)
     assert {name: int(changed) for name, changed in recap} == {h["name"]: 0 for h in sandbox.hosts}
     print(f"second deploy: changed=0 on every host in {time.monotonic() - started:.0f} s")
-
-
-def serial(sandbox) -> str:
-    return re.search(r"serial=(\w+)", served_certificate(sandbox)).group(1)
-
-
-def nginx_master_pid(sandbox) -> str:
-    return sandbox.ssh(sandbox.edge, "systemctl show -p MainPID --value nginx").stdout.strip()
-
-
-def test_forced_renewal_serves_a_new_certificate_without_restarting_nginx(sandbox):
-    before, pid = serial(sandbox), nginx_master_pid(sandbox)
-    with SteadyLoad(f"{sandbox.url}/", sandbox.ca_cert) as load:
-        renewal = sandbox.ssh(sandbox.edge, "sudo flaskstack-certbot renew --force-renewal")
-        deadline = time.monotonic() + 30
-        while serial(sandbox) == before and time.monotonic() < deadline:
-            time.sleep(1)
-    print(f"requests during the renewal and reload: {load.total}, failed: {load.failures}")
-    assert "Congratulations" in renewal.stdout + renewal.stderr, renewal.stdout + renewal.stderr
-    assert serial(sandbox) != before, "nginx still serves the old certificate"
-    assert nginx_master_pid(sandbox) == pid, "nginx was restarted instead of reloaded"
-    assert load.total > 0 and load.failures == {}
 
 
 def expiry_check(sandbox, *args: str):
@@ -79,27 +47,28 @@ def test_expiry_check_reports_served_certificates_and_alerts_when_too_few_days_a
     assert timer.stdout.strip() == "enabled"
 
 
-def wait_until_ready(sandbox, browser, seconds: int = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if browser.get(f"{sandbox.url}/readyz", timeout=5).status_code == 200:
-                return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "the site did not come back after the reboot"
-        time.sleep(2)
-
-
-def test_reboot_brings_every_service_back(sandbox, browser):
-    for host in sandbox.hosts:
-        sandbox.cli("restart", host["name"])
-    wait_until_ready(sandbox, browser)
-    for host in sandbox.hosts:
-        units = [unit for group in host["groups"] for unit in UNITS[group]]
-        active = sandbox.ssh(host, "systemctl is-active " + " ".join(units), check=False)
-        enabled = sandbox.ssh(host, "systemctl is-enabled " + " ".join(units), check=False)
-        states = dict(zip(units, active.stdout.split(), strict=True))
-        assert set(states.values()) == {"active"}, (host["name"], states)
-        assert set(enabled.stdout.split()) <= {"enabled", "static"}, (host["name"], enabled.stdout)
-    assert browser.get(sandbox.url + "/", timeout=10).status_code == 200
+def test_a_deploy_is_refused_while_another_run_holds_the_lock(sandbox):
+    host = sandbox.hosts[0]
+    foreign = '{"id": "another-run", "by": "ops@elsewhere", "started": "2026-01-01T00:00:00Z"}'
+    sandbox.ssh(host, f"echo '{foreign}' | sudo tee /run/flaskstack-deploy.lock >/dev/null")
+    refused = subprocess.run(
+        [os.path.join(ROOT, "deploy", "deploy.sh")],
+        env={**os.environ, "INVENTORY": os.path.join(ROOT, sandbox.spec["inventory"])},
+        capture_output=True, text=True, timeout=1800, cwd=ROOT,
+    )  # fmt: skip
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0, "a deploy ran while another held the lock"
+    assert "Another deploy holds the lock" in output and "ops@elsewhere" in output, output[-3000:]
+    # Nothing past the lock ran, and the refused run left the other run's lock in place.
+    assert "Provision PostgreSQL" not in output
+    held = sandbox.ssh(host, "cat /run/flaskstack-deploy.lock").stdout
+    assert "another-run" in held
+    # `make unlock FORCE=1` is the way out when the other run died.
+    unlocked = subprocess.run(
+        ["make", "--no-print-directory", "unlock", f"INVENTORY={sandbox.spec['inventory']}",
+         "FORCE=1"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    assert unlocked.returncode == 0, unlocked.stdout + unlocked.stderr
+    gone = sandbox.ssh(host, "test -e /run/flaskstack-deploy.lock", check=False)
+    assert gone.returncode == 1, "make unlock left the lock"

@@ -1,0 +1,376 @@
+"""Faults and operations under a steady load of real HTTPS writes and reads.
+
+Each case runs a WriteLoad (comments created through the API, each read back, plus a logged-in
+page that reads its session from Redis), does one thing to the running stack, and then checks:
+which requests failed and how, that the site came back by itself, and that every write the API
+acknowledged (201) is in Postgres, read there directly and not through the app. Every case adds
+a row to the table printed at the end of the module (and written to .build/e2e/).
+
+The cases run in this order on one sandbox: a new release is deployed, a broken one is refused
+by the deploy gate, `make rollback` goes back to the first; then renewal, kills, restarts and a
+reboot. The stack ends on the release it started with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from load import WriteLoad
+from test_edge import served_certificate
+
+ROOT = Path(__file__).resolve().parents[2]
+WRITERS = 4
+# After the fault is over (the command that ends it has returned), the stack must serve every
+# request started this many seconds later, without anyone intervening.
+SETTLE = 5
+
+# The units each group must have running and enabled at boot.
+UNITS = {
+    "edge": ["nginx.service", "flaskstack-cert-renewal.timer", "flaskstack-cert-expiry.timer"],
+    "app": ["flaskstack-web.socket", "flaskstack-web.service", "flaskstack-worker.service"],
+    "db": ["postgresql.service"],
+    "cache": ["redis-server.service"],
+}
+
+
+# ---- the table ---------------------------------------------------------------------------------
+
+
+class FaultTable:
+    COLUMNS = ("case", "requests", "failed", "slowest failure", "acked writes", "in Postgres",
+               "back after")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def add(self, case: str, load: WriteLoad, found: int, back_after: float | None) -> None:
+        failed = ", ".join(f"{n}× {what}" for what, n in sorted(load.failures().items()))
+        row = {
+            "case": case,
+            "requests": len(load.requests),
+            "failed": failed or "0",
+            "slowest failure": f"{load.slowest_failure():.2f} s" if load.failed else "-",
+            "acked writes": len(load.acknowledged),
+            "in Postgres": found,
+            "back after": "-" if back_after is None else f"{back_after:.1f} s",
+        }
+        self.rows.append(row)
+        print(" | ".join(f"{name}: {row[name]}" for name in self.COLUMNS))
+
+    def render(self) -> str:
+        cells = [[str(row[c]) for c in self.COLUMNS] for row in self.rows]
+        widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(self.COLUMNS)]
+        line = " | ".join(c.ljust(w) for c, w in zip(self.COLUMNS, widths, strict=True))
+        lines = [line, "-|-".join("-" * w for w in widths)]
+        lines += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+        return "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def table(sandbox):
+    table = FaultTable()
+    yield table
+    text = table.render()
+    print("\nfault-injection suite (requests under load; failures by kind and status):\n" + text)
+    out = ROOT / ".build" / "e2e"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"faults-{sandbox.sandbox_id}.txt").write_text(text + "\n")
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def post_id(sandbox, member) -> int:
+    post = member.api.post(
+        f"{sandbox.url}/api/v1/posts",
+        json={"title": "Faults", "body": "Comments written while things break."},
+        timeout=15,
+    )
+    assert post.status_code == 201, post.text
+    return post.json()["id"]
+
+
+@pytest.fixture
+def load(sandbox, member, post_id) -> WriteLoad:
+    return WriteLoad(sandbox.url, member.api, post_id, writers=WRITERS, web=member.web)
+
+
+def comments_in_postgres(sandbox, post_id: int) -> dict[int, str]:
+    """The post's comments as Postgres has them, read on the db host with psql."""
+    db = sandbox.hosts_in("db")[0]
+    query = f"COPY (SELECT id, body FROM comments WHERE post_id = {int(post_id)}) TO STDOUT"  # noqa: S608
+    result = sandbox.ssh(db, f"sudo -u postgres psql -X -q -d flaskstack -c '{query}'")
+    rows = (line.split("\t", 1) for line in result.stdout.splitlines() if line)
+    return {int(comment_id): body for comment_id, body in rows}
+
+
+def check_writes(sandbox, load: WriteLoad) -> int:
+    """Every acknowledged write is in Postgres, as written; returns how many were found."""
+    assert load.acknowledged, "the load acknowledged no write at all"
+    stored = comments_in_postgres(sandbox, load.post_id)
+    missing = load.missing_from(stored)
+    assert missing == [], f"{len(missing)} acknowledged writes missing or altered: {missing[:3]}"
+    return len(load.acknowledged) - len(missing)
+
+
+def check_back_after(load: WriteLoad, fault_ended: float) -> float:
+    """After the fault, every request started SETTLE s later succeeded; returns how soon the
+    first request succeeded again."""
+    back = load.first_success_after(fault_ended)
+    assert back is not None, "nothing succeeded after the fault"
+    late = [r for r in load.requests if r.started >= fault_ended + SETTLE]
+    assert late, "the load ended too soon after the fault"
+    late_failures = [r for r in late if not r.ok]
+    assert late_failures == [], f"still failing {SETTLE} s after the fault: {late_failures[:3]}"
+    return back
+
+
+def keep_loading(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def deploy(sandbox, *args: str, playbook: str = "ansible/site.yml", rollback_to: str = ""):
+    env = {**os.environ, "INVENTORY": str(ROOT / sandbox.spec["inventory"]), "PLAYBOOK": playbook}
+    if rollback_to:
+        env["ROLLBACK_RELEASE"] = rollback_to
+    return subprocess.run(
+        [str(ROOT / "deploy" / "deploy.sh"), *args],
+        env=env, capture_output=True, text=True, timeout=1800, cwd=ROOT,
+    )  # fmt: skip
+
+
+def live_release(sandbox) -> str:
+    app = sandbox.hosts_in("app")[0]
+    return sandbox.ssh(app, "readlink /srv/flaskstack/current").stdout.strip().rsplit("/", 1)[-1]
+
+
+def deploy_records(sandbox) -> list[dict]:
+    app = sandbox.hosts_in("app")[0]
+    log = sandbox.ssh(app, "cat /srv/flaskstack/deploys.log").stdout
+    return [json.loads(line) for line in log.splitlines() if line]
+
+
+def build_variant(tmp_path: Path, marker: str, broken: bool = False) -> str:
+    """A release built from a copy of this work tree with one visible change (a marker in every
+    page's footer) or broken (the WSGI module raises on import). Returns the archive's path."""
+    tree = tmp_path / "tree"
+    ignore = shutil.ignore_patterns(".venv", ".build", ".sandbox*", "node_modules", "__pycache__")
+    shutil.copytree(ROOT, tree, ignore=ignore, symlinks=True)
+    base = tree / "app" / "templates" / "base.html"
+    base.write_text(base.read_text().replace("</footer>", f"<!-- {marker} --></footer>", 1))
+    assert marker in base.read_text(), "the page template has no footer to mark"
+    if broken:
+        wsgi = tree / "app" / "wsgi.py"
+        wsgi.write_text(wsgi.read_text() + '\nraise RuntimeError("a broken release")\n')
+    built = subprocess.run(
+        [str(tree / "deploy" / "build-release.sh")],
+        env={**os.environ, "PYTHON": str(ROOT / ".venv" / "bin" / "python"),
+             "RELEASES_DIR": str(ROOT / ".build" / "releases")},
+        capture_output=True, text=True, timeout=600, check=True,
+    )  # fmt: skip
+    return built.stdout.strip().splitlines()[-1]
+
+
+def home_page(sandbox, member) -> str:
+    page = member.web.get(f"{sandbox.url}/", timeout=15)
+    assert page.status_code == 200
+    return page.text
+
+
+# ---- releases ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def releases() -> dict[str, str]:
+    """The releases the deploy cases move between: ids by name, filled as they go."""
+    return {}
+
+
+def test_deploying_a_new_release_fails_no_request(sandbox, member, load, table, releases,
+                                                  tmp_path):  # fmt: skip
+    releases["first"] = live_release(sandbox)
+    marker = f"release-marker-{load.tag}"
+    archive = build_variant(tmp_path, marker)
+    with load:
+        result = deploy(sandbox, "-e", f"app_release_archive={archive}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    table.add("deploy a new release", load, check_writes(sandbox, load), None)
+    assert load.failures() == {}, load.per_second()
+    releases["second"] = live_release(sandbox)
+    assert releases["second"] != releases["first"]
+    assert marker in home_page(sandbox, member), "the new release does not serve the pages"
+    record = deploy_records(sandbox)[-1]
+    assert record["action"] == "deploy" and record["release"] == releases["second"]
+    assert record["previous"] == releases["first"] and record["by"], record
+
+
+def test_a_release_that_fails_its_trial_is_never_switched_to(sandbox, load, table, releases,
+                                                              tmp_path):  # fmt: skip
+    archive = build_variant(tmp_path, f"broken-{load.tag}", broken=True)
+    records_before = deploy_records(sandbox)
+    with load:
+        result = deploy(sandbox, "-e", f"app_release_archive={archive}")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, "a release that cannot start was deployed"
+    assert "failed its trial" in output and "a broken release" in output, output[-3000:]
+    table.add("deploy a broken release (refused)", load, check_writes(sandbox, load), None)
+    assert load.failures() == {}, load.per_second()
+    assert live_release(sandbox) == releases["second"], "the live release changed"
+    assert deploy_records(sandbox) == records_before, "a refused deploy was recorded as a switch"
+    # The failed run gave the deploy lock back: the next deploy is not refused.
+    app = sandbox.hosts_in("app")[0]
+    assert sandbox.ssh(app, "test -e /run/flaskstack-deploy.lock", check=False).returncode == 1
+
+
+def test_rollback_goes_back_to_the_previous_release_and_fails_no_request(
+    sandbox, member, load, table, releases
+):
+    with load:
+        result = deploy(sandbox, playbook="ansible/rollback.yml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    table.add("make rollback", load, check_writes(sandbox, load), None)
+    assert load.failures() == {}, load.per_second()
+    assert live_release(sandbox) == releases["first"]
+    assert "release-marker-" not in home_page(sandbox, member)
+    record = deploy_records(sandbox)[-1]
+    assert record["action"] == "rollback" and record["previous"] == releases["second"], record
+    listing = subprocess.run(
+        ["make", "--no-print-directory", "releases", f"INVENTORY={sandbox.spec['inventory']}"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    lines = listing.stdout.splitlines()
+    assert any(releases["first"] in line and "live" in line for line in lines), listing.stdout
+    assert any(releases["second"] in line and "previous" in line for line in lines), listing.stdout
+
+
+# ---- the edge ----------------------------------------------------------------------------------
+
+
+def serial(sandbox) -> str:
+    return served_certificate(sandbox).split("serial=", 1)[1].split()[0]
+
+
+def test_certificate_renewal_and_nginx_reload_fail_no_request(sandbox, load, table):
+    before = serial(sandbox)
+    nginx_pid = "systemctl show -p MainPID --value nginx"
+    pid = sandbox.ssh(sandbox.edge, nginx_pid).stdout.strip()
+    with load:
+        renewal = sandbox.ssh(sandbox.edge, "sudo flaskstack-certbot renew --force-renewal")
+        deadline = time.monotonic() + 30
+        while serial(sandbox) == before and time.monotonic() < deadline:
+            time.sleep(1)
+    table.add("renew certificates + nginx reload", load, check_writes(sandbox, load), None)
+    assert "Congratulations" in renewal.stdout + renewal.stderr, renewal.stdout + renewal.stderr
+    assert serial(sandbox) != before, "nginx still serves the old certificate"
+    assert sandbox.ssh(sandbox.edge, nginx_pid).stdout.strip() == pid, "nginx was restarted"
+    assert load.failures() == {}, load.per_second()
+
+
+# ---- the app processes -------------------------------------------------------------------------
+
+
+def gunicorn_pids(sandbox, host) -> tuple[int, list[int]]:
+    master = int(sandbox.ssh(host, "systemctl show -p MainPID --value flaskstack-web").stdout)
+    children = sandbox.ssh(host, f"pgrep -P {master}", check=False).stdout.split()
+    return master, [int(pid) for pid in children]
+
+
+def test_kill_9_of_a_gunicorn_worker_fails_at_most_its_requests_in_flight(sandbox, load, table):
+    app = sandbox.hosts_in("app")[0]
+    master, workers = gunicorn_pids(sandbox, app)
+    assert workers, "gunicorn has no workers"
+    with load:
+        keep_loading(2)
+        killed_at = load.clock()
+        sandbox.ssh(app, f"sudo kill -9 {workers[0]}")
+        keep_loading(SETTLE + 3)
+    back = check_back_after(load, killed_at)
+    table.add("kill -9 a gunicorn worker", load, check_writes(sandbox, load), back)
+    # Only the killed worker's request in flight can fail: nginx answers it with 502.
+    assert set(load.failures()) <= {"write 502", "read 502", "page 502"}, load.failures()
+    assert len(load.failed) <= 1, load.per_second()
+    master_after, workers_after = gunicorn_pids(sandbox, app)
+    assert master_after == master and len(workers_after) == len(workers)
+    assert workers[0] not in workers_after
+
+
+def test_kill_9_of_the_gunicorn_master_is_repaired_by_systemd(sandbox, load, table):
+    app = sandbox.hosts_in("app")[0]
+    master, workers = gunicorn_pids(sandbox, app)
+    with load:
+        keep_loading(2)
+        killed_at = load.clock()
+        sandbox.ssh(app, f"sudo kill -9 {master}")
+        # systemd restarts the service (Restart=on-failure); its socket queues new connections.
+        deadline = time.monotonic() + 60
+        while gunicorn_pids(sandbox, app)[0] in (0, master) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        restarted_at = load.clock()
+        keep_loading(SETTLE + 3)
+    back = check_back_after(load, restarted_at)
+    table.add("kill -9 the gunicorn master", load, check_writes(sandbox, load), back)
+    # The orphaned workers finish what they are doing: at most their requests in flight fail.
+    assert set(load.failures()) <= {"write 502", "read 502", "page 502"}, load.failures()
+    assert len(load.failed) <= len(workers), load.per_second()
+    assert gunicorn_pids(sandbox, app)[0] not in (0, master)
+    print(f"the master was replaced {restarted_at - killed_at:.1f} s after the kill")
+
+
+# ---- Redis and Postgres ------------------------------------------------------------------------
+
+OUTAGE = 4  # seconds a service stays stopped
+
+
+@pytest.mark.parametrize(
+    ("group", "unit"), [("cache", "redis-server"), ("db", "postgresql")], ids=["redis", "postgres"]
+)
+def test_a_data_service_outage_gives_only_fast_503s_and_recovers_by_itself(
+    sandbox, load, table, group, unit
+):
+    host = sandbox.hosts_in(group)[0]
+    with load:
+        keep_loading(2)
+        sandbox.ssh(host, f"sudo systemctl stop {unit}")
+        keep_loading(OUTAGE)
+        sandbox.ssh(host, f"sudo systemctl start {unit}")
+        ended = load.clock()
+        keep_loading(SETTLE + 3)
+    back = check_back_after(load, ended)
+    table.add(f"{unit} stopped {OUTAGE} s, started", load, check_writes(sandbox, load), back)
+    # During the outage users get a clear 503 at once (never a 500, a 502 or a timeout).
+    assert load.failed, f"stopping {unit} failed no request: is the load using it at all?"
+    assert {r.status for r in load.failed} == {"503"}, load.failures()
+
+
+# ---- the whole host ----------------------------------------------------------------------------
+
+
+def test_a_reboot_brings_every_service_back_and_loses_no_write(sandbox, load, table, browser):
+    with load:
+        keep_loading(1)
+        for host in sandbox.hosts:
+            sandbox.cli("restart", host["name"])
+        restarted = load.clock()
+        deadline = time.monotonic() + 180
+        while load.first_success_after(restarted) is None and time.monotonic() < deadline:
+            time.sleep(1)
+        back_at = load.clock()
+        keep_loading(SETTLE + 3)
+    back = check_back_after(load, back_at)
+    table.add("reboot every host", load, check_writes(sandbox, load), back_at - restarted + back)
+    for host in sandbox.hosts:
+        units = [unit for group in host["groups"] for unit in UNITS[group]]
+        active = sandbox.ssh(host, "systemctl is-active " + " ".join(units), check=False)
+        enabled = sandbox.ssh(host, "systemctl is-enabled " + " ".join(units), check=False)
+        states = dict(zip(units, active.stdout.split(), strict=True))
+        assert set(states.values()) == {"active"}, (host["name"], states)
+        assert set(enabled.stdout.split()) <= {"enabled", "static"}, (host["name"], enabled.stdout)
+    assert browser.get(sandbox.url + "/", timeout=10).status_code == 200
