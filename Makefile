@@ -90,10 +90,35 @@ demo-down: ## Remove the sandbox: hosts, network, CA, state
 deploy: venv ## Provision and deploy with Ansible: make deploy INVENTORY=ansible/inventories/<name>
 	@INVENTORY="$(INVENTORY)" deploy/deploy.sh
 
+.PHONY: rollback
+rollback: venv ## Switch the app hosts back to the previous release (or RELEASE=<id>), no downtime
+	@INVENTORY="$(INVENTORY)" PLAYBOOK=ansible/rollback.yml ROLLBACK_RELEASE="$(RELEASE)" \
+	  deploy/deploy.sh $(if $(RELEASE),-e rollback_release=$(RELEASE))
+
+.PHONY: releases
+releases: venv ## The releases on each app host and the last deploys (INVENTORY=…, default: the sandbox)
+	@ANSIBLE_CONFIG=ansible/ansible.cfg ansible app -i "$(or $(INVENTORY),$(SANDBOX_INVENTORY))" \
+	  --become -m ansible.builtin.command -a /usr/local/bin/flaskstack-releases
+
+.PHONY: unlock
+unlock: venv ## Remove the deploy lock a dead deploy left on the hosts: make unlock INVENTORY=… FORCE=1
+	@test "$(FORCE)" = 1 || { echo "unlock: removes another run's lock; say FORCE=1" >&2; exit 2; }
+	@ANSIBLE_CONFIG=ansible/ansible.cfg ansible-playbook -i "$(INVENTORY)" ansible/unlock.yml \
+	  -e deploy_lock_force=true
+
 .PHONY: certs
 certs: venv ## Expiry of the certificates the edge serves (INVENTORY=…, default: the sandbox)
 	@ANSIBLE_CONFIG=ansible/ansible.cfg ansible edge -i "$(or $(INVENTORY),$(SANDBOX_INVENTORY))" \
 	  --become -m ansible.builtin.command -a /usr/local/sbin/flaskstack-cert-expiry
+
+.PHONY: backup
+backup: venv ## Back up the database now and copy it to backups/<inventory>/: make backup INVENTORY=…
+	@INVENTORY="$(INVENTORY)" deploy/backup.sh
+
+.PHONY: restore
+restore: venv ## Check a backup by restoring it (INTO=scratch), or INTO=live: make restore INVENTORY=… BACKUP=…
+	@INVENTORY="$(INVENTORY)" BACKUP="$(BACKUP)" INTO="$(INTO)" KEEP="$(KEEP)" CONFIRM="$(CONFIRM)" \
+	  deploy/restore.sh
 
 .PHONY: bench
 bench: venv ## Measure the stack against its own ceilings (~10 min); table + .build/bench/results.json

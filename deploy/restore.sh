@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# `make restore`: restore a backup on the db host, into a scratch database (a check) or live.
+#
+#   INVENTORY=… BACKUP=backups/<inventory>/<name>.dump [INTO=scratch|live] [KEEP=1] [CONFIRM=…] \
+#     deploy/restore.sh [extra ansible-playbook args…]
+#
+# BACKUP: a dump made by flaskstack-backup (`make backup` copies them), its .json manifest beside
+# it. The dump's sha256 must match the manifest, else nothing happens.
+#   INTO=scratch (default)  restore into a scratch database on the db host, compare every table's
+#                           row count with the manifest, drop it again (KEEP=1 keeps it).
+#   INTO=live               replace the live database: asks for its name (or CONFIRM=<name>), stops
+#                           the app, backs the database up, restores, starts the app (/readyz).
+# Prints the row counts, manifest vs restored; exits non-zero on a mismatch or any failure.
+# ANSIBLE_PLAYBOOK and the vault as for deploy/deploy.sh.
+set -euo pipefail
+
+repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+die() { echo "restore: $*" >&2; exit 2; }
+
+[[ -n "${INVENTORY:-}" ]] ||
+  die "INVENTORY is not set: make restore INVENTORY=ansible/inventories/<name> BACKUP=…"
+[[ -d "$INVENTORY" || -f "$INVENTORY" ]] ||
+  die "INVENTORY=$INVENTORY is neither a directory nor a file"
+[[ -n "${BACKUP:-}" ]] ||
+  die "BACKUP is not set: make restore INVENTORY=… BACKUP=backups/<inventory>/<name>.dump"
+[[ "$BACKUP" == *.dump && -f "$BACKUP" ]] || die "BACKUP=$BACKUP is not a .dump file"
+backup="$(realpath "$BACKUP")"
+manifest="${backup%.dump}.json"
+[[ -f "$manifest" ]] || die "no manifest beside the dump: $manifest is missing"
+into="${INTO:-scratch}"
+[[ "$into" == scratch || "$into" == live ]] || die "INTO must be scratch or live, not '$into'"
+inventory="$(realpath "$INVENTORY")"
+cd "$repo_dir"
+
+ansible_playbook="${ANSIBLE_PLAYBOOK:-$repo_dir/.venv/bin/ansible-playbook}"
+if [[ ! -x "$ansible_playbook" ]]; then
+  ansible_playbook="$(command -v ansible-playbook)" ||
+    die "no ansible-playbook: run 'make venv' (or set ANSIBLE_PLAYBOOK)"
+fi
+export ANSIBLE_CONFIG="$repo_dir/ansible/ansible.cfg"
+export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-$([[ -t 1 ]] && echo 1 || echo 0)}"
+
+inventory_slug="$(realpath --relative-to="$repo_dir" "$inventory" | tr -c 'A-Za-z0-9.\n-' '_')"
+log_dir="$repo_dir/.build/restore/$inventory_slug"
+umask 077
+mkdir -p "$log_dir"
+
+confirm="${CONFIRM:-}"
+if [[ "$into" == live && -z "$confirm" ]]; then
+  [[ -t 0 ]] || die "INTO=live needs CONFIRM=<the live database's name> when not run from a terminal; nothing was changed"
+  taken="$(python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); print(m["created_at"], "from database", m["database"])' "$manifest")"
+  echo "This REPLACES the live database of $INVENTORY with $BACKUP (taken $taken)."
+  echo "Everything written since is lost, and the site answers 502 while the restore runs."
+  read -r -p "Type the live database's name to go on: " confirm
+fi
+
+# Extra variables as JSON: CONFIRM and the paths reach the playbook verbatim.
+report="$log_dir/report.txt"
+rm -f "$report"
+extra_vars="$(python3 -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' \
+  restore_dump "$backup" restore_into "$into" restore_confirm "$confirm" \
+  restore_keep "${KEEP:-0}" restore_report "$report")"
+
+started=$SECONDS
+echo "==> restore of ${BACKUP} into the $([[ "$into" == live ]] && echo live || echo scratch) database of $INVENTORY"
+# This run's name and operator, for the deploy lock a live restore holds (see deploy/deploy.sh).
+deploy_id="restore-$(date -u +%Y%m%dT%H%M%SZ)-$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')"
+status=0
+"$ansible_playbook" -i "$inventory" ansible/restore.yml -e "$extra_vars" -e "deploy_id=$deploy_id" \
+  -e "deploy_lock_owner=$(id -un)@$(hostname)" "$@" 2>&1 | tee "$log_dir/restore.log" || status=$?
+if ((status != 0)) && [[ "$into" == live ]]; then
+  "$ansible_playbook" -i "$inventory" ansible/unlock.yml -e "deploy_id=$deploy_id" \
+    >"$log_dir/unlock.log" 2>&1 || echo "restore: could not give the deploy lock back (log: $log_dir/unlock.log)" >&2
+fi
+
+echo
+if [[ -s "$report" ]]; then
+  sed '/^$/d' "$report"
+fi
+if ((status != 0)); then
+  # The reason of the task that failed, e.g. a refused confirmation or a damaged dump.
+  reason="$(sed -n 's/^.*\[ERROR\]: Task failed: \(Action failed: \)\{0,1\}//p' "$log_dir/restore.log" | tail -n 1)"
+  if [[ -n "$reason" ]]; then echo "restore: $reason" >&2; fi
+  echo "restore: FAILED (exit $status) after $((SECONDS - started)) s; the full output is in ${log_dir#"$repo_dir"/}/restore.log" >&2
+  exit "$status"
+fi
+echo "restore: done in $((SECONDS - started)) s$([[ "$into" == live ]] && echo "; the site answers /readyz again")"
