@@ -54,6 +54,20 @@ def _service_unavailable(exc: Exception):
     return response[0], 503, {"Retry-After": "5"}
 
 
+def _too_large_message() -> str:
+    """Name the limit the request broke: the whole body, or one of the multipart form limits."""
+    max_body = current_app.config["MAX_CONTENT_LENGTH"]
+    length = request.content_length
+    if length is None or length > max_body or request.mimetype != "multipart/form-data":
+        return f"The request is too large (the limit is {max_body // 1024} KiB)."
+    # The body was within the limit, so Werkzeug's multipart parser refused a field or the count.
+    field_kib = request.max_form_memory_size // 1024
+    return (
+        f"The form is too large: a field may hold at most {field_kib} KiB and a form "
+        f"at most {request.max_form_parts} fields."
+    )
+
+
 def _find_service_error(exc: BaseException | None) -> Exception | None:
     """The service error behind `exc`, following causes (limits wraps Redis errors)."""
     seen = 0
@@ -72,10 +86,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc: RequestEntityTooLarge):
-        limit_kib = current_app.config["MAX_CONTENT_LENGTH"] // 1024
-        return error_response(
-            413, f"The request is too large (the limit is {limit_kib} KiB).", "Request too large"
-        )
+        return error_response(413, _too_large_message(), "Request too large")
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):

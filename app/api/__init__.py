@@ -60,6 +60,8 @@ def json_body() -> dict:
         body = request.get_json()
     except BadRequest:
         abort(400, description="The request body is not valid JSON (UTF-8).")
+    except RecursionError:  # the parser's answer to [[[[… nested beyond Python's stack
+        abort(400, description="The JSON document is nested too deeply.")
     if not isinstance(body, dict):
         abort(400, description="The request body must be a JSON object.")
     return body

@@ -59,6 +59,59 @@ def test_an_oversized_form_is_refused_with_413(writer):
     assert "too large" in response.get_data(as_text=True)
 
 
+def multipart(fields: list[tuple[str, bytes]]) -> bytes:
+    parts = b"".join(
+        b"--b0undary\r\nContent-Disposition: form-data; name=\"" + name.encode() + b"\"\r\n\r\n"
+        + value + b"\r\n"
+        for name, value in fields
+    )  # fmt: skip
+    return parts + b"--b0undary--\r\n"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ([("title", b"t" * (300 * 1024))], "a field may hold at most 256 KiB"),
+        ([(f"f{i}", b"x") for i in range(1_500)], "at most 1000 fields"),
+    ],
+    ids=["one huge field", "too many fields"],
+)
+def test_a_multipart_form_over_its_limits_is_refused_naming_the_limit(writer, fields, message):
+    """The body is under MAX_CONTENT_LENGTH: the message must not blame the body size."""
+    response = writer.post(
+        "/posts/new", data=multipart(fields), content_type="multipart/form-data; boundary=b0undary"
+    )
+    assert response.status_code == 413
+    page = response.get_data(as_text=True)
+    assert message in page and "1024 KiB" not in page
+
+
+@pytest.mark.parametrize("path", ["/api/v1/tokens", "/api/v1/posts"])
+def test_deeply_nested_json_is_a_400_not_a_500(client, bob_token, path):
+    response = client.post(
+        path, data=b"[" * 100_000, content_type="application/json", headers=bob_token
+    )
+    assert response.status_code == 400
+    assert response.json == {"message": "The JSON document is nested too deeply."}
+
+
+def test_a_recursion_bug_elsewhere_is_still_a_logged_500(app, caplog):
+    def recurse(depth: int = 0):
+        return recurse(depth + 1)
+
+    app.add_url_rule("/api/v1/recurse", view_func=recurse)
+    response = app.test_client().get("/api/v1/recurse")
+    assert response.status_code == 500
+    assert response.json == {"message": "Something went wrong on our side."}
+    assert "RecursionError" in caplog.text
+
+
+@pytest.fixture
+def bob_token(make_user, api_token):
+    make_user("bob")
+    return api_token("bob")
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [
