@@ -12,12 +12,14 @@ cd "$(dirname "$0")/../.."
 
 topology="${1:-single}"
 # Order matters: the user flows and the second deploy (changed=0) run on the untouched stack,
-# then what ops do to it (renewal, reboot, an app host failing), then the audit scans.
+# then what ops do to it under load (deploys, rollback, renewal, kills, restarts, reboot; an app
+# host failing), then the audit scans.
 case "$topology" in
   single)
     default_id=20
     tests=(tests/e2e/test_edge.py tests/e2e/test_user_flows.py tests/e2e/test_hardening.py
-      tests/e2e/test_operations.py tests/e2e/test_scans.py)
+      tests/e2e/test_operations.py tests/e2e/test_faults.py tests/e2e/test_backups.py
+      tests/e2e/test_hostile_input.py tests/e2e/test_scans.py)
     ;;
   multi)
     default_id=21
@@ -42,6 +44,11 @@ stage() { printf '\n==> [e2e %s %4ds] %s\n' "$topology" "$((SECONDS - started))"
 
 teardown() {
   status=$?
+  fault_table=".build/e2e/faults-${SANDBOX_ID}.txt"
+  if [[ -s "$fault_table" ]]; then
+    stage "the fault-injection suite's table"
+    cat "$fault_table"
+  fi
   stage "tearing the sandbox down"
   "$sandbox" down || status=1
   stage "end-to-end stage ($topology) finished with status $status in $((SECONDS - started)) s"
@@ -54,6 +61,7 @@ trap 'exit 143' TERM
 
 stage "removing what an interrupted earlier run may have left"
 "$sandbox" down >/dev/null
+rm -f ".build/e2e/faults-${SANDBOX_ID}.txt"
 
 stage "creating the sandbox hosts ($topology) and the ACME CA"
 "$sandbox" up "$topology"
