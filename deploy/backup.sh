@@ -15,21 +15,12 @@ cd "$repo_dir"
 
 die() { echo "backup: $*" >&2; exit 2; }
 
-[[ -n "${INVENTORY:-}" ]] ||
-  die "INVENTORY is not set: make backup INVENTORY=ansible/inventories/<name>"
-[[ -d "$INVENTORY" || -f "$INVENTORY" ]] ||
-  die "INVENTORY=$INVENTORY is neither a directory nor a file"
-
-ansible_playbook="${ANSIBLE_PLAYBOOK:-$repo_dir/.venv/bin/ansible-playbook}"
-if [[ ! -x "$ansible_playbook" ]]; then
-  ansible_playbook="$(command -v ansible-playbook)" ||
-    die "no ansible-playbook: run 'make venv' (or set ANSIBLE_PLAYBOOK)"
-fi
-export ANSIBLE_CONFIG="$repo_dir/ansible/ansible.cfg"
-export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-$([[ -t 1 ]] && echo 1 || echo 0)}"
+# shellcheck source=deploy/ops-common.sh
+source deploy/ops-common.sh
+require_inventory "make backup INVENTORY=ansible/inventories/<name>"
+find_ansible_playbook
 
 # Per inventory, named as deploy.sh names its logs (without a leading dot: no hidden directory).
-inventory_slug="$(realpath --relative-to="$repo_dir" "$INVENTORY" | tr -c 'A-Za-z0-9.\n-' '_')"
 local_dir="$repo_dir/backups/${inventory_slug#"${inventory_slug%%[!.]*}"}"
 log_dir="$repo_dir/.build/backup/$inventory_slug"
 # The dumps hold every user's data: readable by this user only.

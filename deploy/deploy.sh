@@ -15,26 +15,17 @@ repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_dir"
 
 die() { echo "deploy: $*" >&2; exit 2; }
+# shellcheck source=deploy/ops-common.sh
+source deploy/ops-common.sh
 
-[[ -n "${INVENTORY:-}" ]] ||
-  die "INVENTORY is not set: make deploy INVENTORY=ansible/inventories/<name> (see ansible/inventories/production.example)"
-[[ -d "$INVENTORY" || -f "$INVENTORY" ]] ||
-  die "INVENTORY=$INVENTORY is neither a directory nor a file"
+require_inventory "make deploy INVENTORY=ansible/inventories/<name> (see ansible/inventories/production.example)"
 playbook="${PLAYBOOK:-ansible/site.yml}"
 [[ -f "$playbook" ]] || die "PLAYBOOK=$playbook does not exist"
 
-ansible_playbook="${ANSIBLE_PLAYBOOK:-$repo_dir/.venv/bin/ansible-playbook}"
-if [[ ! -x "$ansible_playbook" ]]; then
-  ansible_playbook="$(command -v ansible-playbook)" ||
-    die "no ansible-playbook: run 'make venv' (or set ANSIBLE_PLAYBOOK)"
-fi
+find_ansible_playbook
 ansible_bin="$(dirname "$ansible_playbook")"
 
-export ANSIBLE_CONFIG="$repo_dir/ansible/ansible.cfg"
-# Colours survive the tee into the log; the log keeps the full output of the last deploy.
-export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-$([[ -t 1 ]] && echo 1 || echo 0)}"
 # One log, lock and summary per inventory: deploys to different inventories may run side by side.
-inventory_slug="$(realpath --relative-to="$repo_dir" "$INVENTORY" | tr -c 'A-Za-z0-9.\n-' '_')"
 log_dir="$repo_dir/.build/deploy/$inventory_slug"
 mkdir -p "$log_dir"
 log_file="$log_dir/deploy.log"
@@ -62,8 +53,7 @@ if [[ "$(basename "$playbook")" == site.yml ]]; then
 fi
 
 # This run's name and its operator: the hosts' deploy lock and deploy record show them.
-deploy_id="$(date -u +%Y%m%dT%H%M%SZ)-$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')"
-operator="$(id -un)@$(hostname)"
+deploy_id="$(new_run_id deploy)"
 extra_vars+=(-e "deploy_id=$deploy_id" -e "deploy_lock_owner=$operator" -e "app_deployed_by=$operator")
 
 echo "==> ansible-playbook $playbook on $INVENTORY (run $deploy_id)"
@@ -75,8 +65,7 @@ status=0
 # this run's lock; another run's stays).
 if ((status != 0)); then
   echo "==> giving the deploy lock back"
-  "$ansible_playbook" -i "$INVENTORY" ansible/unlock.yml -e "deploy_id=$deploy_id" \
-    >"$log_dir/unlock.log" 2>&1 || echo "deploy: could not give the lock back (log: $log_dir/unlock.log)" >&2
+  give_deploy_lock_back "$deploy_id" "$log_dir/unlock.log"
 fi
 
 # The summary: URL, hosts with their groups and their recap counts, the time taken. The groups

@@ -17,11 +17,10 @@ set -euo pipefail
 repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 die() { echo "restore: $*" >&2; exit 2; }
-
-[[ -n "${INVENTORY:-}" ]] ||
-  die "INVENTORY is not set: make restore INVENTORY=ansible/inventories/<name> BACKUP=…"
-[[ -d "$INVENTORY" || -f "$INVENTORY" ]] ||
-  die "INVENTORY=$INVENTORY is neither a directory nor a file"
+cd "$repo_dir"
+# shellcheck source=deploy/ops-common.sh
+source deploy/ops-common.sh
+require_inventory "make restore INVENTORY=ansible/inventories/<name> BACKUP=…"
 [[ -n "${BACKUP:-}" ]] ||
   die "BACKUP is not set: make restore INVENTORY=… BACKUP=backups/<inventory>/<name>.dump"
 [[ "$BACKUP" == *.dump && -f "$BACKUP" ]] || die "BACKUP=$BACKUP is not a .dump file"
@@ -31,17 +30,7 @@ manifest="${backup%.dump}.json"
 into="${INTO:-scratch}"
 [[ "$into" == scratch || "$into" == live ]] || die "INTO must be scratch or live, not '$into'"
 inventory="$(realpath "$INVENTORY")"
-cd "$repo_dir"
-
-ansible_playbook="${ANSIBLE_PLAYBOOK:-$repo_dir/.venv/bin/ansible-playbook}"
-if [[ ! -x "$ansible_playbook" ]]; then
-  ansible_playbook="$(command -v ansible-playbook)" ||
-    die "no ansible-playbook: run 'make venv' (or set ANSIBLE_PLAYBOOK)"
-fi
-export ANSIBLE_CONFIG="$repo_dir/ansible/ansible.cfg"
-export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-$([[ -t 1 ]] && echo 1 || echo 0)}"
-
-inventory_slug="$(realpath --relative-to="$repo_dir" "$inventory" | tr -c 'A-Za-z0-9.\n-' '_')"
+find_ansible_playbook
 log_dir="$repo_dir/.build/restore/$inventory_slug"
 umask 077
 mkdir -p "$log_dir"
@@ -65,13 +54,12 @@ extra_vars="$(python3 -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1
 started=$SECONDS
 echo "==> restore of ${BACKUP} into the $([[ "$into" == live ]] && echo live || echo scratch) database of $INVENTORY"
 # This run's name and operator, for the deploy lock a live restore holds (see deploy/deploy.sh).
-deploy_id="restore-$(date -u +%Y%m%dT%H%M%SZ)-$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')"
+deploy_id="$(new_run_id restore)"
 status=0
 "$ansible_playbook" -i "$inventory" ansible/restore.yml -e "$extra_vars" -e "deploy_id=$deploy_id" \
-  -e "deploy_lock_owner=$(id -un)@$(hostname)" "$@" 2>&1 | tee "$log_dir/restore.log" || status=$?
+  -e "deploy_lock_owner=$operator" "$@" 2>&1 | tee "$log_dir/restore.log" || status=$?
 if ((status != 0)) && [[ "$into" == live ]]; then
-  "$ansible_playbook" -i "$inventory" ansible/unlock.yml -e "deploy_id=$deploy_id" \
-    >"$log_dir/unlock.log" 2>&1 || echo "restore: could not give the deploy lock back (log: $log_dir/unlock.log)" >&2
+  give_deploy_lock_back "$deploy_id" "$log_dir/unlock.log"
 fi
 
 echo

@@ -1,0 +1,39 @@
+# shellcheck shell=bash disable=SC2034,SC2154
+# (the variables it sets are used by its callers; repo_dir is set by them)
+# Sourced by the ops commands that run a playbook against an inventory (deploy.sh, backup.sh,
+# restore.sh): the checks and settings they share. The caller sets repo_dir and die() first.
+
+# INVENTORY must name an inventory directory or file; $1 is how to call the command.
+require_inventory() {
+  [[ -n "${INVENTORY:-}" ]] || die "INVENTORY is not set: $1"
+  [[ -d "$INVENTORY" || -f "$INVENTORY" ]] ||
+    die "INVENTORY=$INVENTORY is neither a directory nor a file"
+  # One directory of logs (and locks) per inventory, named after its path.
+  inventory_slug="$(realpath --relative-to="$repo_dir" "$INVENTORY" | tr -c 'A-Za-z0-9.\n-' '_')"
+}
+
+# The virtualenv's ansible-playbook (make venv), else the one on PATH; ANSIBLE_PLAYBOOK wins.
+find_ansible_playbook() {
+  ansible_playbook="${ANSIBLE_PLAYBOOK:-$repo_dir/.venv/bin/ansible-playbook}"
+  if [[ ! -x "$ansible_playbook" ]]; then
+    ansible_playbook="$(command -v ansible-playbook)" ||
+      die "no ansible-playbook: run 'make venv' (or set ANSIBLE_PLAYBOOK)"
+  fi
+  export ANSIBLE_CONFIG="$repo_dir/ansible/ansible.cfg"
+  # Colours survive the tee into the logs.
+  ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-$([[ -t 1 ]] && echo 1 || echo 0)}"
+  export ANSIBLE_FORCE_COLOR
+}
+
+# A name for this run (the hosts' deploy lock shows it, with who runs it): prefix-time-random.
+new_run_id() {
+  echo "$1-$(date -u +%Y%m%dT%H%M%SZ)-$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')"
+}
+operator="$(id -un)@$(hostname)"
+
+# A run that failed stopped before its last play gave the hosts' deploy lock back: do it now.
+# Only this run's lock goes ($1: its id); another run's stays. $2: where to log.
+give_deploy_lock_back() {
+  "$ansible_playbook" -i "$INVENTORY" "$repo_dir/ansible/unlock.yml" -e "deploy_id=$1" \
+    >"$2" 2>&1 || echo "could not give the deploy lock back (log: $2)" >&2
+}
