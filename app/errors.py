@@ -79,7 +79,48 @@ def _find_service_error(exc: BaseException | None) -> Exception | None:
     return None
 
 
+# The most drain_unread_body reads; nginx's client_max_body_size (2m) stays far below it.
+DRAIN_LIMIT = 16 * 1024 * 1024
+
+
+def drain_unread_body(response):
+    """Read what is left of the request body before the response goes out.
+
+    A response may come before the body was read: a 413 over MAX_CONTENT_LENGTH, a 401 for a
+    bad token, a form refused half way. gunicorn then closes the connection with the rest of
+    the body unread, the kernel answers with a reset, and nginx, still sending the body it
+    buffered, reports 502 to the client instead of this response.
+    """
+    length = request.content_length
+    stream = request.environ.get("wsgi.input")
+    if length and stream is not None and length <= DRAIN_LIMIT:
+        with contextlib.suppress(OSError, ValueError):
+            while stream.read(64 * 1024):
+                pass
+    return response
+
+
+def close_db_session(exc: BaseException | None) -> None:
+    """End the request's database session, throwing away a connection that died meanwhile.
+
+    Flask-SQLAlchemy's own teardown (which runs after this one) closes the session by rolling
+    back on its connection. If Postgres went away after the view's last query, that rollback
+    raises outside every error handler, and gunicorn answers a bare 500 to a request that had
+    its response ready. Invalidating discards the connection without talking to the server.
+    """
+    try:
+        db.session.close()
+    except sqlalchemy.exc.DBAPIError as error:
+        log.warning("database connection lost at the end of the request: %s", error.orig)
+        with contextlib.suppress(Exception):
+            db.session.invalidate()
+
+
 def register(app: Flask) -> None:
+    # Registered after db.init_app (create_app), so it runs before Flask-SQLAlchemy's teardown.
+    app.teardown_appcontext(close_db_session)
+    app.after_request(drain_unread_body)
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         return error_response(exc.code or 500, exc.description or exc.name, exc.name)

@@ -59,6 +59,19 @@ def test_an_oversized_form_is_refused_with_413(writer):
     assert "too large" in response.get_data(as_text=True)
 
 
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [("/api/v1/posts", {"Authorization": "Bearer fst_wrong"}), ("/api/v1/tokens", {})],
+    ids=["refused before the body is read", "over MAX_CONTENT_LENGTH"],
+)
+def test_the_unread_rest_of_a_refused_body_is_read_before_answering(client, path, headers):
+    """Else gunicorn closes with data unread, and nginx turns the answer into a 502."""
+    size = 1536 * 1024 if "tokens" in path else 64 * 1024
+    response = client.post(path, data=b"x" * size, content_type="application/json", headers=headers)
+    assert response.status_code in (401, 413)
+    assert response.request.environ["wsgi.input"].read() == b""
+
+
 def multipart(fields: list[tuple[str, bytes]]) -> bytes:
     parts = b"".join(
         b"--b0undary\r\nContent-Disposition: form-data; name=\"" + name.encode() + b"\"\r\n\r\n"

@@ -93,7 +93,8 @@ def test_postgres_down_gives_fast_503s_and_recovers(client, signed_in, postgres)
         assert response.json["postgres"] != "ok"
         assert response.json["redis"] == "ok"
 
-    # Pre-ping replaces the dead pooled connections: no restart of the app needed.
+    # The dead pooled connections are replaced (reads: the checkout sees the closed socket;
+    # writes: pre-ping): no restart of the app needed.
     assert client.get("/readyz").status_code == 200
     page = client.get("/")
     assert page.status_code == 200
@@ -124,3 +125,25 @@ def test_wait_for_services_gives_up_after_its_timeout(app, redis_server):
         started = time.monotonic()
         assert not wait_for_services(timeout=1.5, base_delay=0.2)
         assert time.monotonic() - started < 1.5 + FAST
+
+
+def test_a_connection_lost_after_the_view_does_not_turn_its_answer_into_a_500(app, client):
+    """Postgres restarts between a view's last query and the end of the request: the
+    session's closing rollback fails, and the response must still be the view's."""
+    from sqlalchemy import text
+
+    from app.extensions import csrf, db
+
+    def view_then_connection_lost():
+        # A POST: its session runs in a transaction, which the teardown must roll back.
+        pid = db.session.execute(text("SELECT pg_backend_pid()")).scalar()
+        with db.engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        return "answered"
+
+    app.add_url_rule("/lost-connection", view_func=view_then_connection_lost, methods=["POST"])
+    csrf.exempt(view_then_connection_lost)
+    response = client.post("/lost-connection")
+    assert response.status_code == 200 and response.get_data(as_text=True) == "answered"
+    # The dead connection was thrown away: the next request gets a working one.
+    assert client.get("/readyz").status_code == 200
