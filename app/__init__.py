@@ -12,17 +12,48 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 from flask import Flask, g, request
+from sqlalchemy.exc import DBAPIError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import sessions
 from app.config import ConfigError, load_settings
-from app.extensions import csrf, db, limiter, login_manager, make_redis, migrate
+from app.extensions import (
+    READ_ONLY_METHODS,
+    csrf,
+    db,
+    init_read_only_engine,
+    limiter,
+    login_manager,
+    make_redis,
+    migrate,
+)
 from app.validation import check_form_encoding
 
 __all__ = ["ConfigError", "create_app"]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+log = logging.getLogger(__name__)
+
+
+class FlaskStack(Flask):
+    """Flask, retrying a read-only request's view once when its pooled database connection
+    turns out to be dead (Postgres restarted or went away, and nothing told the pool): the
+    failed statement invalidated the pool, so the retry runs on a new connection. A GET
+    changes nothing (the read-only engine refuses writes), so running its view twice is safe;
+    if Postgres is still down, the retry fails to connect at once and the answer is a 503."""
+
+    def dispatch_request(self):
+        if not g.get("db_read_only"):
+            return super().dispatch_request()
+        try:
+            return super().dispatch_request()
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            log.warning("dead database connection, retrying once: %s", str(exc.orig).strip())
+            db.session.rollback()
+            return super().dispatch_request()
 
 
 class RequestIdFilter(logging.Filter):
@@ -60,7 +91,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
         load_dotenv(Path.cwd() / ".env")
     settings = load_settings(config)
 
-    app = Flask(__name__)
+    app = FlaskStack(__name__)
     app.config.from_mapping(settings)
     configure_logging(app.config["LOG_LEVEL"])
 
@@ -73,6 +104,8 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
         # First of all before_request hooks, so even CSRF and rate-limit logs carry the id.
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else secrets.token_hex(8)
+        # GET and HEAD read through the read-only engine (app/extensions.py: Session).
+        g.db_read_only = request.method in READ_ONLY_METHODS
 
     app.before_request(check_form_encoding)
 
@@ -80,6 +113,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     sessions.init_app(app)
 
     db.init_app(app)
+    init_read_only_engine(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     csrf.init_app(app)
     limiter.init_app(app)

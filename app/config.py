@@ -41,6 +41,10 @@ DB_CONNECT_TIMEOUT_S = 3
 REDIS_SOCKET_TIMEOUT_S = 2.0
 
 
+# The bind key of the engine that GET and HEAD requests use (app/extensions.py).
+READ_ONLY_BIND = "read_only"
+
+
 class ConfigError(SystemExit):
     """Unsafe or missing setting: the process exits with this one-line message (status 1)."""
 
@@ -82,6 +86,38 @@ def sqlalchemy_url(database_url: str) -> str:
         if database_url.startswith(scheme):
             return "postgresql+psycopg2://" + database_url[len(scheme) :]
     return database_url
+
+
+def engine_options(read_only: bool) -> dict:
+    """SQLAlchemy engine options for the read-write engine or the read-only one.
+
+    The read-write engine (POST and the other unsafe methods, CLI, worker) runs transactions
+    and checks each pooled connection with a round trip before use (pre-ping): writes are rare
+    and must not fail on a connection that a Postgres restart left dead.
+
+    The read-only engine serves GET and HEAD requests, most of the traffic, without a round
+    trip that does no work: its connections are in autocommit (no BEGIN, no ROLLBACK at the
+    end of the request) and read-only in Postgres itself (a write in a GET view fails loudly
+    instead of committing half of something), and a dead pooled connection is detected without
+    pre-ping, by a look at its socket (app/extensions.py) and, failing that, by retrying the
+    view once (`FlaskStack` in app/__init__.py).
+    """
+    options = [f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"]
+    if read_only:
+        options.append("-c default_transaction_read_only=on")
+    return {
+        "pool_pre_ping": not read_only,
+        "pool_size": 5,
+        "max_overflow": 5,
+        "pool_timeout": 5,  # a saturated pool answers 503 instead of queueing forever
+        "pool_recycle": 1800,
+        **({"isolation_level": "AUTOCOMMIT"} if read_only else {}),
+        "connect_args": {
+            "connect_timeout": DB_CONNECT_TIMEOUT_S,
+            "options": " ".join(options),
+            "application_name": "flaskstack-ro" if read_only else "flaskstack",
+        },
+    }
 
 
 def limiter_storage_uri(redis_url: str) -> str:
@@ -136,19 +172,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict:
         # Request size: forms and JSON are small; anything larger is refused with 413.
         "MAX_CONTENT_LENGTH": 1024 * 1024,
         "MAX_FORM_MEMORY_SIZE": 256 * 1024,
-        # Database
+        # Database: see engine_options() and app/extensions.py's read-only engine.
         "SQLALCHEMY_DATABASE_URI": sqlalchemy_url(database_url),
-        "SQLALCHEMY_ENGINE_OPTIONS": {
-            "pool_pre_ping": True,  # a restarted Postgres leaves dead pooled connections
-            "pool_size": 5,
-            "max_overflow": 5,
-            "pool_timeout": 5,  # a saturated pool answers 503 instead of queueing forever
-            "pool_recycle": 1800,
-            "connect_args": {
-                "connect_timeout": DB_CONNECT_TIMEOUT_S,
-                "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
-                "application_name": "flaskstack",
-            },
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options(read_only=False),
+        "SQLALCHEMY_BINDS": {
+            READ_ONLY_BIND: {
+                "url": sqlalchemy_url(database_url),
+                **engine_options(read_only=True),
+            }
         },
         # Redis, server-side sessions
         "REDIS_URL": redis_url,

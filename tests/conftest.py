@@ -113,7 +113,8 @@ def app(env, migrated, mail_sink) -> Flask:
     mail_sink.messages.clear()
     yield app
     with app.app_context():
-        db.engine.dispose()
+        for engine in db.engines.values():  # the read-write and the read-only engine
+            engine.dispose()
 
 
 @pytest.fixture

@@ -186,26 +186,29 @@ class RedisServer(ThrowawayServer):
     def url(self) -> str:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
+    def arguments(self) -> list[str]:
+        """redis-server's command-line settings (a subclass may add to them)."""
+        return [
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--requirepass",
+            self.password,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.tmp),
+            "--logfile",
+            str(self.tmp / "redis.log"),
+        ]
+
     def start(self) -> None:
         redis_server = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.process = subprocess.Popen(
-            [
-                redis_server,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--requirepass",
-                self.password,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.tmp),
-                "--logfile",
-                str(self.tmp / "redis.log"),
-            ],
+            [redis_server, *self.arguments()],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

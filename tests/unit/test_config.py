@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import ConfigError, limiter_storage_uri, load_settings, sqlalchemy_url
+from app.config import (
+    READ_ONLY_BIND,
+    ConfigError,
+    limiter_storage_uri,
+    load_settings,
+    sqlalchemy_url,
+)
 
 GOOD_PRODUCTION = {
     "APP_ENV": "production",
@@ -25,6 +31,20 @@ def test_production_settings_are_secure():
     options = settings["SQLALCHEMY_ENGINE_OPTIONS"]
     assert options["pool_pre_ping"] is True
     assert "statement_timeout" in options["connect_args"]["options"]
+
+
+def test_reads_get_an_autocommit_read_only_engine_on_the_same_database():
+    settings = load_settings(GOOD_PRODUCTION)
+    writer = settings["SQLALCHEMY_ENGINE_OPTIONS"]
+    reader = settings["SQLALCHEMY_BINDS"][READ_ONLY_BIND]
+    assert reader["url"] == settings["SQLALCHEMY_DATABASE_URI"]
+    assert reader["isolation_level"] == "AUTOCOMMIT"
+    assert "isolation_level" not in writer  # writes run in transactions
+    assert reader["pool_pre_ping"] is False  # replaced by a socket check and one retry
+    assert "-c default_transaction_read_only=on" in reader["connect_args"]["options"]
+    assert "read_only" not in writer["connect_args"]["options"]
+    assert "statement_timeout" in reader["connect_args"]["options"]
+    assert reader["pool_recycle"] == writer["pool_recycle"]
 
 
 def test_the_default_environment_is_production():
