@@ -7,7 +7,7 @@ and the configuration is the project's own, rendered the way the Ansible role re
 - nginx: Debian's nginx.conf (paths moved into the work directory), nginx/snippets, the
   nginx/templates filled from nginx/defaults.env + nginx/detect-features.sh, the upstream from
   the role's upstream.conf.j2 and defaults. Bench-only differences: certificates from a
-  throwaway CA instead of /etc/letsencrypt, and ceiling-location.conf inserted into the site.
+  throwaway CA instead of /etc/letsencrypt, and ceiling-location.conf inserted into the sites.
 - the app: a release built by deploy/build-release.sh (fingerprinted, precompressed static
   files), run by gunicorn with deploy/gunicorn.conf.py and APP_ENV=production.
 - Postgres and Redis: throwaway servers (tests/servers.py) given the roles' settings (Redis ACL
@@ -63,6 +63,9 @@ BENCH_PASSWORD = "bench password that is long enough"  # noqa: S105 - a throwawa
 APP_CLIENTS = 16
 EDGE_CLIENTS, EDGE_STREAMS = 32, 8
 LATENCY_CLIENTS = 8
+# New connections of each kind per round when measuring handshakes (full, resumed, no TLS
+# alternate round by round).
+HANDSHAKE_ROUND = 50
 # A stream that failed this close to the end of a run was cut off by h2load stopping.
 CUT_OFF_WINDOW_US = 50_000
 
@@ -150,7 +153,9 @@ def replace_once(text: str, old: str, new: str) -> str:
 class NginxConfig:
     """A complete nginx configuration directory, laid out like /etc/nginx on a host."""
 
-    def __init__(self, root: Path, certs: Path, static_root: Path, logs: Path) -> None:
+    def __init__(
+        self, root: Path, certs: Path, static_root: Path, logs: Path, extra: str = ""
+    ) -> None:
         self.root = root
         self.conf = root / "nginx.conf"
         self.pid_file = root / "nginx.pid"
@@ -162,6 +167,8 @@ class NginxConfig:
         # one, but h2load's timed mode does not (the load would stop). A handshake per 1000
         # requests is 0.1 % of the work either way.
         (root / "conf.d/zz-bench.conf").write_text("keepalive_requests 1000000;\n")
+        if extra:  # --nginx-http: a setting on trial, not (yet) in nginx/
+            (root / "conf.d/zz-bench-trial.conf").write_text(extra + "\n")
         (root / "bench").mkdir()
         shutil.copy(BENCH_DIR / "ceiling-location.conf", root / "bench")
 
@@ -200,6 +207,14 @@ class NginxConfig:
         self.features = {k: values[k] for k in ("TLS_CURVES", "HTTP_PROTOCOLS", "BROTLI_STATIC")}
         for name in ("flaskstack.conf", "flaskstack-limits.conf", "flaskstack-https.conf"):
             text = fill((REPO / f"nginx/templates/{name}.template").read_text(), values)
+            if name == "flaskstack.conf":
+                # The same fixed 200 without TLS: what a connection costs nginx apart from TLS.
+                text = replace_once(
+                    text,
+                    "    location / {\n        return 301",
+                    f"    include {root}/bench/ceiling-location.conf;\n\n"
+                    "    location / {\n        return 301",
+                )
             if name == "flaskstack-https.conf":
                 text = text.replace("/etc/letsencrypt/live/", f"{certs}/live/")
                 text = replace_once(
@@ -320,13 +335,47 @@ def children_of(pid: int) -> list[int]:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of the processes, from /proc/<pid>/stat."""
-    ticks = os.sysconf("SC_CLK_TCK")
+    """Time the processes' threads have run on a CPU (user and kernel), from
+    /proc/<pid>/task/*/schedstat: in nanoseconds, where utime + stime count 10 ms clock ticks."""
     total = 0
     for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and all its descendants, ended ones included: its threads' time
+    on a CPU (schedstat, nanoseconds), the cutime + cstime of the children it has waited for
+    (recycled gunicorn workers, ended Postgres backends; clock ticks), and the same for each
+    child still alive."""
+    try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / ticks
+        own = cpu_seconds([pid])
+    except OSError:  # ended in the meantime: its parent's cutime has it now
+        return 0.0
+    reaped = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")  # cutime, cstime
+    return own + reaped + sum(tree_cpu_seconds(child) for child in children_of(pid))
+
+
+class CpuMeter:
+    """CPU seconds each server (its whole process tree) spends during a measured period:
+    divided by the requests answered, the CPU cost of a request by component. Unlike req/s,
+    this hardly moves when other work on the machine takes CPU away from the stack."""
+
+    def __init__(self) -> None:
+        self.pids: dict[str, int] = {}
+        self._before: dict[str, float] = {}
+
+    def track(self, name: str, pid: int) -> None:
+        self.pids[name] = pid
+
+    def start(self) -> None:
+        self._before = {name: tree_cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def per_request_ms(self, requests: int) -> dict[str, float]:
+        used = {name: tree_cpu_seconds(pid) - self._before[name] for name, pid in self.pids.items()}
+        return {name: round(cpu * 1000 / max(requests, 1), 3) for name, cpu in used.items()}
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -376,6 +425,30 @@ class DeploymentPostgres(PostgresServer):
         }
 
 
+class UnixSocketRedis(RedisServer):
+    """The throwaway Redis, listening on a unix socket too (`--unix-sockets`)."""
+
+    @property
+    def socket(self) -> Path:
+        return self.tmp / "redis.sock"
+
+    def arguments(self) -> list[str]:
+        return [*super().arguments(), "--unixsocket", str(self.socket), "--unixsocketperm", "700"]
+
+
+def unix_socket_urls(
+    database_url: str, redis_url: str, postgres: PostgresServer, redis_server: UnixSocketRedis
+) -> tuple[str, str]:
+    """The same servers and credentials, reached through their unix sockets."""
+    db = urllib.parse.urlsplit(database_url)
+    cache = urllib.parse.urlsplit(redis_url)
+    return (
+        f"postgresql://{db.username}:{db.password}@{db.path}"
+        f"?host={postgres.tmp}&port={postgres.port}",
+        f"unix://{cache.username}:{cache.password}@{redis_server.socket}?db=0",
+    )
+
+
 def configure_redis_like_the_role(server: RedisServer) -> str:
     """Give the throwaway Redis the redis role's settings; returns the app's REDIS_URL."""
     import redis
@@ -398,7 +471,9 @@ def configure_redis_like_the_role(server: RedisServer) -> str:
 # ---- load generators --------------------------------------------------------------------------
 
 
-def read_request_log(path: Path, duration_s: int) -> tuple[list[int], int]:
+def read_request_log(
+    path: Path, duration_s: int, request_interval_s: float = 0
+) -> tuple[list[int], int]:
     """h2load's per-request log, which holds the measured period only (not the warm-up).
     Returns the latencies (µs) of answered requests, sorted, and the number of streams that
     failed before the end of the run: h2load stops its clients at the end, and the streams
@@ -413,7 +488,8 @@ def read_request_log(path: Path, duration_s: int) -> tuple[list[int], int]:
     begin = min(start for start, _, _ in rows)
     end = max(start + duration for start, _, duration in rows)
     # h2load's timed mode never reconnects: a connection the server closed stays closed.
-    if end - begin < 0.8 * duration_s * 1e6:
+    # At a fixed rate (--rps) the first and last requests are up to one interval from the ends.
+    if end - begin < (0.8 * duration_s - request_interval_s) * 1e6:
         raise BenchError(f"the load stopped after {(end - begin) / 1e6:.1f} s of {duration_s} s")
     latencies = sorted(duration for _, status, duration in rows if status != -1)
     failed_before_the_end = sum(
@@ -438,8 +514,10 @@ def h2load(
     warmup: int,
     headers: dict[str, str] | None = None,
     rps: int | None = None,
+    meter: CpuMeter | None = None,
 ) -> Run:
-    """HTTP/2 over TLS to nginx (SNI and Host are the site's name, the TCP peer is loopback)."""
+    """HTTP/2 over TLS to nginx (SNI and Host are the site's name, the TCP peer is loopback).
+    With `meter`, the servers' CPU is measured from the end of the warm-up to the end."""
     log_file = work / "h2load-requests.tsv"
     log_file.unlink(missing_ok=True)
     command = [
@@ -458,9 +536,7 @@ def h2load(
         command.append(f"--rps={rps}")
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
-    result = subprocess.run(
-        [*command, url], capture_output=True, text=True, timeout=duration + warmup + 60
-    )
+    result = _run_metered([*command, url], warmup, duration, meter)
     output = result.stdout
     summary = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", output)
     counts = re.search(
@@ -475,8 +551,9 @@ def h2load(
         )
     _, done, _, failed, _, timeout = map(int, counts.groups())
     ok, *not_ok = map(int, codes.groups())
-    latencies, failed_before_the_end = read_request_log(log_file, duration)
+    latencies, failed_before_the_end = read_request_log(log_file, duration, 1 / rps if rps else 0)
     errors = failed_before_the_end + timeout + sum(not_ok)
+    cpu = {"cpu_ms_per_request": meter.per_request_ms(done)} if meter else {}
     return Run(
         value=float(summary[1]),
         p50_ms=percentile(latencies, 0.50),
@@ -488,25 +565,38 @@ def h2load(
             "3xx_4xx_5xx": not_ok,
             "failed_streams": failed,
             "cut_off_at_the_end": failed - failed_before_the_end,
+            **cpu,
             # h2load's own account of what went wrong, kept for the JSON.
             **({"output": output[-1500:]} if errors else {}),
         },
     )
 
 
-def wrk(url: str, *, clients: int, duration: int, warmup: int) -> Run:
+def _run_metered(
+    command: list[str], warmup: int, duration: int, meter: CpuMeter | None
+) -> subprocess.CompletedProcess:
+    """Run a load generator; with `meter`, start it once the warm-up is over."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if meter:
+            time.sleep(warmup)
+            meter.start()
+        stdout, stderr = process.communicate(timeout=duration + warmup + 60)
+    finally:
+        stop(process, signal.SIGKILL, timeout=5)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def wrk(
+    url: str, *, clients: int, duration: int, warmup: int, meter: CpuMeter | None = None
+) -> Run:
     """HTTP/1.1 straight to gunicorn (its sync workers close every connection, which wrk
     handles and h2load's timed mode does not)."""
     base = ["wrk", "-t1", f"-c{clients}"]
     subprocess.run(
         [*base, f"-d{warmup}s", url], capture_output=True, check=True, timeout=warmup + 60
     )
-    result = subprocess.run(
-        [*base, f"-d{duration}s", "--latency", url],
-        capture_output=True,
-        text=True,
-        timeout=duration + 60,
-    )
+    result = _run_metered([*base, f"-d{duration}s", "--latency", url], 0, duration, meter)
     output = result.stdout
     rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
     done = re.search(r"(\d+) requests in", output)
@@ -528,33 +618,54 @@ def wrk(url: str, *, clients: int, duration: int, warmup: int) -> Run:
     errors = sum(map(int, socket_errors.groups())) if socket_errors else 0
     errors += int(non_2xx[1]) if non_2xx else 0
     return Run(
-        value=float(rate[1]), p50_ms=ms("50"), p99_ms=ms("99"), requests=int(done[1]), errors=errors
+        value=float(rate[1]),
+        p50_ms=ms("50"),
+        p99_ms=ms("99"),
+        requests=int(done[1]),
+        errors=errors,
+        detail={"cpu_ms_per_request": meter.per_request_ms(int(done[1]))} if meter else {},
     )
 
 
-def new_tls_connections(ca_cert: Path, count: int, resume: bool) -> tuple[int, int]:
-    """Open `count` TLS 1.3 connections, one HTTP/1.1 request each; with `resume`, each offers
-    the session of the previous one. Returns (connections, resumed)."""
-    context = ssl.create_default_context(cafile=str(ca_cert))
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.set_alpn_protocols(["http/1.1"])
-    request = (
+class TlsClient:
+    """New TLS 1.3 connections, one HTTP/1.1 request each, like a browser's first request.
+    Resuming, each connection offers the session of the one before (a chain, so every offer
+    is of a live session, as a returning browser's is)."""
+
+    REQUEST = (
         f"GET /__bench/ceiling HTTP/1.1\r\nHost: {SITE_HOST}\r\nConnection: close\r\n\r\n".encode()
     )
-    session, resumed = None, 0
-    for _ in range(count):
+
+    def __init__(self, ca_cert: Path) -> None:
+        self.context = ssl.create_default_context(cafile=str(ca_cert))
+        self.context.minimum_version = ssl.TLSVersion.TLSv1_3
+        self.context.set_alpn_protocols(["http/1.1"])
+        self.session = None
+
+    def connect(self, resume: bool) -> bool:
+        """One connection; returns whether it resumed a session."""
         with socket.create_connection(("127.0.0.1", 443)) as raw:
-            offered = session if resume else None
-            with context.wrap_socket(raw, server_hostname=SITE_HOST, session=offered) as tls:
-                tls.sendall(request)
+            offered = self.session if resume else None
+            with self.context.wrap_socket(raw, server_hostname=SITE_HOST, session=offered) as tls:
+                tls.sendall(self.REQUEST)
                 answer = b""
                 while chunk := tls.recv(65536):
                     answer += chunk
                 if not answer.startswith(b"HTTP/1.1 200"):
                     raise BenchError(f"unexpected answer: {answer[:80]!r}")
-                resumed += tls.session_reused
-                session = tls.session  # TLS 1.3 tickets arrive after the handshake: read first
-    return count, resumed
+                self.session = tls.session  # TLS 1.3 tickets come after the handshake: read first
+                return tls.session_reused
+
+
+def new_plain_connection() -> None:
+    """The same request as TlsClient's without TLS (port 80, the same fixed 200)."""
+    with socket.create_connection(("127.0.0.1", 80)) as plain:
+        plain.sendall(TlsClient.REQUEST)
+        answer = b""
+        while chunk := plain.recv(65536):
+            answer += chunk
+        if not answer.startswith(b"HTTP/1.1 200"):
+            raise BenchError(f"unexpected answer on port 80: {answer[:80]!r}")
 
 
 # ---- the app ----------------------------------------------------------------------------------
@@ -723,13 +834,22 @@ def summarize_profile(collapsed: Path, top: int = 12) -> dict:
 
 class Bench:
     def __init__(
-        self, profile: Profile, work: Path, results: Results, py_spy: str | None = None
+        self,
+        profile: Profile,
+        work: Path,
+        results: Results,
+        py_spy: str | None = None,
+        unix_sockets: bool = False,
+        nginx_http: str = "",
     ) -> None:
         self.profile = profile
         self.work = work
         self.results = results
         self.py_spy = py_spy
+        self.unix_sockets = unix_sockets
+        self.nginx_http = nginx_http
         self.cleanup = contextlib.ExitStack()
+        self.meter = CpuMeter()
 
     def profile_app(self, key: str, url_path: str, master: int, headers: dict[str, str]) -> None:
         """Sample every gunicorn worker with py-spy while figure `key`'s load runs again."""
@@ -753,6 +873,7 @@ class Bench:
     def load(self, url_path: str, **options) -> Run:
         options.setdefault("duration", self.profile.duration)
         options.setdefault("warmup", self.profile.warmup)
+        options.setdefault("meter", self.meter)
         return h2load(f"https://{SITE_HOST}{url_path}", self.work, **options)
 
     def repeat(self, measurements: dict[str, callable]) -> None:
@@ -785,17 +906,22 @@ class Bench:
         cleanup.callback(postgres.close)
         postgres.start()
         postgres.create_database()
-        redis_server = RedisServer(password=secrets.token_hex(16))
+        redis_server = UnixSocketRedis(password=secrets.token_hex(16))
         cleanup.callback(redis_server.close)
         redis_server.start()
         redis_url = configure_redis_like_the_role(redis_server)
+        database_url = postgres.url
+        if self.unix_sockets:
+            database_url, redis_url = unix_socket_urls(
+                database_url, redis_url, postgres, redis_server
+            )
 
         env = {
             "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
             "LANG": "C.UTF-8",
             "APP_ENV": "production",
             "SECRET_KEY": secrets.token_hex(32),
-            "DATABASE_URL": postgres.url,
+            "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
             "SITE_URL": f"https://{SITE_HOST}",
             "LOG_LEVEL": "INFO",
@@ -824,10 +950,19 @@ class Bench:
         log("gunicorn (deploy/gunicorn.conf.py) and nginx (nginx/)")
         gunicorn = Gunicorn(release, env, logs / "gunicorn.log")
         cleanup.callback(gunicorn.close)
-        config = NginxConfig(work / "nginx", work / "certs", static_root, logs)
-        cleanup.enter_context(nginx(config))
+        config = NginxConfig(work / "nginx", work / "certs", static_root, logs, self.nginx_http)
+        edge = cleanup.enter_context(nginx(config))
+        for name, pid in (
+            ("app", gunicorn.process.pid),
+            ("postgres", postgres.process.pid),
+            ("redis", redis_server.process.pid),
+            ("nginx", edge.pid),
+        ):
+            self.meter.track(name, pid)
         results.environment.update(
-            nginx_features=config.features, gunicorn_workers=len(gunicorn.workers())
+            nginx_features=config.features,
+            gunicorn_workers=len(gunicorn.workers()),
+            app_to_postgres_and_redis="unix sockets" if self.unix_sockets else "TCP (127.0.0.1)",
         )
         cookie = log_in(ca_cert)
 
@@ -853,6 +988,7 @@ class Bench:
                     clients=APP_CLIENTS,
                     duration=profile.duration,
                     warmup=profile.warmup,
+                    meter=self.meter,
                 ),
                 "3": lambda: self.load("/healthz", clients=APP_CLIENTS),
                 "4": lambda: self.load(css_path, headers=compressed, **edge_load),
@@ -949,7 +1085,8 @@ class Bench:
                 "10a",
                 "TLS 1.3 full handshake, ECDSA",
                 "ms CPU/conn",
-                note=f"nginx workers' utime+stime over {count} new connections, one request each",
+                note=f"nginx workers' time on a CPU over {count} new connections, one request "
+                f"each, the kinds alternating in rounds of {HANDSHAKE_ROUND}",
             )
         )
         add(Figure("10b", "TLS 1.3 full handshake, RSA", "ms CPU/conn"))
@@ -962,45 +1099,90 @@ class Bench:
         )
         # No target: shows what resumption saves where the signature is expensive.
         add(Figure("10d", "TLS 1.3 resumed, RSA", "ms CPU/conn", "10b"))
+        # No target: the part of 10a-10d that is not TLS at all (TCP, HTTP, the log line).
+        add(Figure("10e", "no TLS: plain HTTP, same request", "ms CPU/conn", "10a"))
         log(
             f"TLS handshakes: {count} new connections per run, "
             "nginx serving one certificate at a time"
         )
         for kind in ("ecdsa", "rsa"):
             config = NginxConfig(
-                self.work / f"nginx-{kind}", self.work / "certs", static_root, logs
+                self.work / f"nginx-{kind}",
+                self.work / "certs",
+                static_root,
+                logs,
+                self.nginx_http,
             )
             config.only_certificate(kind)
             with nginx(config) as edge:
-                new_tls_connections(ca_cert, 50, resume=True)  # warm-up
+                client = TlsClient(ca_cert)
+                for _ in range(50):  # warm-up
+                    client.connect(resume=True)
+                kinds = (
+                    {"10a": False, "10c": True, "10e": None}
+                    if kind == "ecdsa"
+                    else {"10b": False, "10d": True}
+                )
                 for repetition in range(1, self.profile.repetitions + 1):
-                    for key, resume in (
-                        (("10a", False), ("10c", True))
-                        if kind == "ecdsa"
-                        else (("10b", False), ("10d", True))
-                    ):
-                        workers = nginx_workers(edge)
-                        before, started = cpu_seconds(workers), time.monotonic()
-                        connections, resumed = new_tls_connections(ca_cert, count, resume)
-                        cpu, elapsed = cpu_seconds(workers) - before, time.monotonic() - started
-                        not_resumed = connections - resumed if resume else resumed
-                        self.results.figures[key].runs.append(
-                            Run(
-                                value=cpu * 1000 / connections,
-                                requests=connections,
-                                errors=max(0, not_resumed - 1),  # the first cannot resume
-                                detail={
-                                    "cpu_s": cpu,
-                                    "connections_per_s": connections / elapsed,
-                                    "resumed": resumed,
-                                },
-                            )
-                        )
-                        log(
-                            f"  [{repetition}/{self.profile.repetitions}] {key}: "
-                            f"{cpu * 1000 / connections:.3f} ms CPU/conn, "
-                            f"{resumed}/{connections} resumed"
-                        )
+                    self.measure_connections(edge, client, kinds, repetition)
+        self.note_tls_alone()
+
+    def measure_connections(
+        self, edge: subprocess.Popen, client: TlsClient, kinds: dict[str, bool | None], rep: int
+    ) -> None:
+        """`count` connections of each kind (full, resumed, or None: no TLS), alternating in
+        rounds of HANDSHAKE_ROUND so that a busy moment of the machine hits every kind alike;
+        nginx's workers' time on a CPU is summed per kind."""
+        count = self.profile.handshakes
+        workers = nginx_workers(edge)
+        cpu = dict.fromkeys(kinds, 0.0)
+        resumed = dict.fromkeys(kinds, 0)
+        started = time.monotonic()
+        for _ in range(count // HANDSHAKE_ROUND):
+            for key, resume in kinds.items():
+                before = cpu_seconds(workers)
+                for _ in range(HANDSHAKE_ROUND):
+                    if resume is None:
+                        new_plain_connection()
+                    else:
+                        resumed[key] += client.connect(resume)
+                cpu[key] += cpu_seconds(workers) - before
+        elapsed = time.monotonic() - started
+        connections = count // HANDSHAKE_ROUND * HANDSHAKE_ROUND
+        for key, resume in kinds.items():
+            not_resumed = connections - resumed[key] if resume else resumed[key]
+            self.results.figures[key].runs.append(
+                Run(
+                    value=cpu[key] * 1000 / connections,
+                    requests=connections,
+                    errors=not_resumed,
+                    detail={
+                        "cpu_s": cpu[key],
+                        "connections_per_s": connections * len(kinds) / elapsed,
+                        "resumed": resumed[key],
+                    },
+                )
+            )
+            log(
+                f"  [{rep}/{self.profile.repetitions}] {key}: "
+                f"{cpu[key] * 1000 / connections:.3f} ms CPU/conn, "
+                f"{resumed[key]}/{connections} resumed"
+            )
+
+    def note_tls_alone(self) -> None:
+        """What TLS itself costs: 10a-10d less the plain connection of 10e (the TCP accept
+        and close, the request, the log line, which are in every figure of 10 alike)."""
+        figures = self.results.figures
+        plain = figures["10e"].median
+        tls = {key: figures[key].median - plain for key in ("10a", "10b", "10c", "10d")}
+        if min(tls["10a"], tls["10b"]) <= 0:
+            return
+        figures["10c"].note = (
+            "TLS alone (less 10e): ECDSA full "
+            f"{tls['10a']:.3f}, resumed {tls['10c']:.3f} ms ({tls['10c'] / tls['10a']:.2f}×); "
+            f"RSA full {tls['10b']:.3f}, resumed {tls['10d']:.3f} ms "
+            f"({tls['10d'] / tls['10b']:.2f}×)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1013,6 +1195,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON results ({DEFAULT_OUTPUT})"
+    )
+    parser.add_argument(
+        "--unix-sockets",
+        action="store_true",
+        help="the app reaches Postgres and Redis through unix sockets instead of 127.0.0.1",
+    )
+    parser.add_argument(
+        "--nginx-http",
+        metavar="DIRECTIVES",
+        default="",
+        help="http-level nginx directives to try, e.g. 'open_file_cache max=1000;' "
+        "(bench-only: added to its own configuration, nginx/ unchanged)",
     )
     parser.add_argument(
         "--py-spy",
@@ -1041,7 +1235,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="flaskstack-bench-"))
     work.chmod(0o755)  # nginx workers (www-data) read the release's static files
     log(f"work directory {work} (removed at the end)")
-    bench = Bench(profile, work, results, args.py_spy)
+    bench = Bench(profile, work, results, args.py_spy, args.unix_sockets, args.nginx_http)
+    if args.nginx_http:
+        environment["nginx_http_trial"] = args.nginx_http
     try:
         bench.run()
     except (BenchError, subprocess.CalledProcessError) as exc:

@@ -66,6 +66,20 @@ class Figure:
         values = [getattr(run, name) for run in self.runs if getattr(run, name) is not None]
         return statistics.median(values) if values else None
 
+    @property
+    def cpu_ms_per_request(self) -> dict[str, float]:
+        """Median CPU ms per request of each server (app, postgres, redis, nginx) and in all."""
+        measured = [
+            run.detail["cpu_ms_per_request"]
+            for run in self.runs
+            if "cpu_ms_per_request" in run.detail
+        ]
+        if not measured:
+            return {}
+        medians = {name: statistics.median(cpu[name] for cpu in measured) for name in measured[0]}
+        medians["all"] = statistics.median(sum(cpu.values()) for cpu in measured)
+        return {name: round(value, 3) for name, value in medians.items()}
+
 
 class Results:
     def __init__(self, mode: str, settings: dict, environment: dict) -> None:
@@ -143,6 +157,14 @@ class Results:
                 lines.append("  ".join("-" * width for width in widths))
         notes = [f"    {f.key}: {f.note}" for f in self.in_order() if f.note]
         lines += ["", "notes:", *notes] if notes else []
+        cpu = [(f.key, f.cpu_ms_per_request) for f in self.in_order() if f.cpu_ms_per_request]
+        if cpu:
+            names = list(cpu[0][1])
+            lines += ["", "CPU ms per request (median), by server: " + " / ".join(names)]
+            lines += [
+                f"    {key:>3}  " + " / ".join(f"{ms.get(name, 0):.3f}" for name in names)
+                for key, ms in cpu
+            ]
         for key, summary in self.profiles.items():
             lines += [
                 "",
@@ -172,6 +194,7 @@ class Results:
                     "target": str(figure.target) if figure.target else None,
                     "target_met": self.verdict(figure),
                     "errors": figure.errors,
+                    "cpu_ms_per_request": figure.cpu_ms_per_request or None,
                     "note": figure.note,
                     "runs": [asdict(run) for run in figure.runs],
                 }
