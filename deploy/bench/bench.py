@@ -647,25 +647,25 @@ class TlsClient:
         with socket.create_connection(("127.0.0.1", 443)) as raw:
             offered = self.session if resume else None
             with self.context.wrap_socket(raw, server_hostname=SITE_HOST, session=offered) as tls:
-                tls.sendall(self.REQUEST)
-                answer = b""
-                while chunk := tls.recv(65536):
-                    answer += chunk
-                if not answer.startswith(b"HTTP/1.1 200"):
-                    raise BenchError(f"unexpected answer: {answer[:80]!r}")
+                fetch_fixed_200(tls)
                 self.session = tls.session  # TLS 1.3 tickets come after the handshake: read first
                 return tls.session_reused
+
+
+def fetch_fixed_200(connection: socket.socket) -> None:
+    """Send TlsClient's request on a connection and read the answer to its end (a 200)."""
+    connection.sendall(TlsClient.REQUEST)
+    answer = b""
+    while chunk := connection.recv(65536):
+        answer += chunk
+    if not answer.startswith(b"HTTP/1.1 200"):
+        raise BenchError(f"unexpected answer: {answer[:80]!r}")
 
 
 def new_plain_connection() -> None:
     """The same request as TlsClient's without TLS (port 80, the same fixed 200)."""
     with socket.create_connection(("127.0.0.1", 80)) as plain:
-        plain.sendall(TlsClient.REQUEST)
-        answer = b""
-        while chunk := plain.recv(65536):
-            answer += chunk
-        if not answer.startswith(b"HTTP/1.1 200"):
-            raise BenchError(f"unexpected answer on port 80: {answer[:80]!r}")
+        fetch_fixed_200(plain)
 
 
 # ---- the app ----------------------------------------------------------------------------------

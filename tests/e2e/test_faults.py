@@ -132,10 +132,6 @@ def check_back_after(load: WriteLoad, fault_ended: float) -> float:
     return back
 
 
-def keep_loading(seconds: float) -> None:
-    time.sleep(seconds)
-
-
 def deploy(sandbox, *args: str, playbook: str = "ansible/site.yml", rollback_to: str = ""):
     env = {**os.environ, "INVENTORY": str(ROOT / sandbox.spec["inventory"]), "PLAYBOOK": playbook}
     if rollback_to:
@@ -288,10 +284,10 @@ def test_kill_9_of_a_gunicorn_worker_fails_at_most_its_requests_in_flight(sandbo
     master, workers = gunicorn_pids(sandbox, app)
     assert workers, "gunicorn has no workers"
     with load:
-        keep_loading(2)
+        time.sleep(2)
         killed_at = load.clock()
         sandbox.ssh(app, f"sudo kill -9 {workers[0]}")
-        keep_loading(SETTLE + 3)
+        time.sleep(SETTLE + 3)
     back = check_back_after(load, killed_at)
     table.add("kill -9 a gunicorn worker", load, check_writes(sandbox, load), back)
     # Only the killed worker's request in flight can fail: nginx answers it with 502.
@@ -306,7 +302,7 @@ def test_kill_9_of_the_gunicorn_master_is_repaired_by_systemd(sandbox, load, tab
     app = sandbox.hosts_in("app")[0]
     master, workers = gunicorn_pids(sandbox, app)
     with load:
-        keep_loading(2)
+        time.sleep(2)
         killed_at = load.clock()
         sandbox.ssh(app, f"sudo kill -9 {master}")
         # systemd restarts the service (Restart=on-failure); its socket queues new connections.
@@ -314,7 +310,7 @@ def test_kill_9_of_the_gunicorn_master_is_repaired_by_systemd(sandbox, load, tab
         while gunicorn_pids(sandbox, app)[0] in (0, master) and time.monotonic() < deadline:
             time.sleep(0.5)
         restarted_at = load.clock()
-        keep_loading(SETTLE + 3)
+        time.sleep(SETTLE + 3)
     back = check_back_after(load, restarted_at)
     table.add("kill -9 the gunicorn master", load, check_writes(sandbox, load), back)
     # The orphaned workers finish what they are doing: at most their requests in flight fail.
@@ -337,12 +333,12 @@ def test_a_data_service_outage_gives_only_fast_503s_and_recovers_by_itself(
 ):
     host = sandbox.hosts_in(group)[0]
     with load:
-        keep_loading(2)
+        time.sleep(2)
         sandbox.ssh(host, f"sudo systemctl stop {unit}")
-        keep_loading(OUTAGE)
+        time.sleep(OUTAGE)
         sandbox.ssh(host, f"sudo systemctl start {unit}")
         ended = load.clock()
-        keep_loading(SETTLE + 3)
+        time.sleep(SETTLE + 3)
     back = check_back_after(load, ended)
     table.add(f"{unit} stopped {OUTAGE} s, started", load, check_writes(sandbox, load), back)
     # During the outage users get a clear 503 at once (never a 500, a 502 or a timeout).
@@ -355,7 +351,7 @@ def test_a_data_service_outage_gives_only_fast_503s_and_recovers_by_itself(
 
 def test_a_reboot_brings_every_service_back_and_loses_no_write(sandbox, load, table, browser):
     with load:
-        keep_loading(1)
+        time.sleep(1)
         for host in sandbox.hosts:
             sandbox.cli("restart", host["name"])
         restarted = load.clock()
@@ -363,7 +359,7 @@ def test_a_reboot_brings_every_service_back_and_loses_no_write(sandbox, load, ta
         while load.first_success_after(restarted) is None and time.monotonic() < deadline:
             time.sleep(1)
         back_at = load.clock()
-        keep_loading(SETTLE + 3)
+        time.sleep(SETTLE + 3)
     back = check_back_after(load, back_at)
     table.add("reboot every host", load, check_writes(sandbox, load), back_at - restarted + back)
     for host in sandbox.hosts:
