@@ -15,7 +15,7 @@ from flask import Flask, g, request
 from sqlalchemy.exc import DBAPIError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import sessions
+from app import sessions, templating
 from app.config import ConfigError, load_settings
 from app.extensions import (
     READ_ONLY_METHODS,
@@ -132,6 +132,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     errors.register(app)
     cli.register(app)
     app.jinja_env.globals["asset_url"] = asset_url
+    templating.init_app(app)
 
     hostname = socket.gethostname()
 

@@ -108,15 +108,24 @@ class Post(SoftDeleteMixin, db.Model):
         Index("ix_posts_deleted_at", "deleted_at", postgresql_where=text("deleted_at IS NOT NULL")),
     )
 
+    @property
+    def author_name(self) -> str:
+        return self.author.username
+
     def to_dict(self) -> dict:
-        return {
-            "id": self.id,
-            "title": self.title,
-            "body": self.body,
-            "author": self.author.username,
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
-        }
+        return post_dict(self)
+
+
+def post_dict(post) -> dict:
+    """A post as the API shows it, from a `Post` or a row of a post list (app/queries.py)."""
+    return {
+        "id": post.id,
+        "title": post.title,
+        "body": post.body,
+        "author": post.author_name,
+        "created_at": post.created_at.isoformat(),
+        "updated_at": post.updated_at.isoformat() if post.updated_at else None,
+    }
 
 
 class Comment(SoftDeleteMixin, db.Model):

@@ -19,7 +19,15 @@ from werkzeug.exceptions import BadRequest
 
 from app.auth import authenticate, login_rate_limit
 from app.extensions import csrf, db, limiter
-from app.models import COMMENT_BODY_MAX, POST_BODY_MAX, TITLE_MAX, Comment, Post, User
+from app.models import (
+    COMMENT_BODY_MAX,
+    POST_BODY_MAX,
+    TITLE_MAX,
+    Comment,
+    Post,
+    User,
+    post_dict,
+)
 from app.queries import (
     get_comment_or_404,
     get_post_or_404,
@@ -92,9 +100,9 @@ def next_link(endpoint: str, **params) -> dict:
 @bp.get("/posts")
 def list_posts():
     limit = page_size()
-    posts, next_before = page_of_posts(live_posts(), cursor("before"), limit)
+    posts, next_before = page_of_posts(live_posts(excerpt=False), cursor("before"), limit)
     headers = next_link("api.list_posts", before=next_before, limit=limit) if next_before else {}
-    return {"posts": [post.to_dict() for post in posts]}, 200, headers
+    return {"posts": [post_dict(post) for post in posts]}, 200, headers
 
 
 @bp.get("/posts/<int:post_id>")
