@@ -217,6 +217,12 @@ class NginxConfig:
                 )
             if name == "flaskstack-https.conf":
                 text = text.replace("/etc/letsencrypt/live/", f"{certs}/live/")
+                # The site's own (buffered) access log goes where nginx.conf's went.
+                text = replace_once(
+                    text,
+                    "access_log /var/log/nginx/access.log ",
+                    f"access_log {logs}/nginx-{root.name}-access.log ",
+                )
                 text = replace_once(
                     text,
                     "    location /static/ {",
