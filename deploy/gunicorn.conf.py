@@ -30,7 +30,8 @@ worker_class = "sync"
 timeout = 30
 # On SIGTERM/restart, in-flight requests get this long to finish.
 graceful_timeout = 30
-# Idle keep-alive from nginx's upstream pool.
+# Idle keep-alive for worker classes that keep connections (gthread, gevent) if one is ever
+# chosen through GUNICORN_CMD_ARGS; the sync workers used here close every connection.
 keepalive = 5
 # Recycle workers now and then (bounded memory growth); jitter avoids all restarting at once.
 # Not often: a new worker imports and builds the app again (about a second of CPU), which at

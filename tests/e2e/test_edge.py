@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import secrets
 import socket
 import ssl
 import subprocess
+import time
 
 import pytest
 
@@ -206,3 +208,31 @@ def test_tls_sessions_resume(sandbox, version):
     session, reused = visit()
     assert not reused
     assert visit(session)[1], f"the {version} session was not resumed"
+
+
+def test_nginx_and_the_app_log_a_request_under_the_same_id(sandbox, browser):
+    """One id per request (proxy.conf's X-Request-ID): nginx's access log line and the app's
+    carry it, so either leads to the other."""
+    path = "/?trace=" + secrets.token_hex(6)
+    answer = browser.get(f"https://{sandbox.domain}{path}", timeout=15)
+    assert answer.status_code == 200
+    request_id = answer.headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", request_id), request_id
+    # nginx's log is buffered for up to a second.
+    for _ in range(40):
+        nginx_line = sandbox.ssh(
+            sandbox.edge, f"sudo grep -F -- '{path}' /var/log/nginx/access.log", check=False
+        ).stdout
+        if nginx_line:
+            break
+        time.sleep(0.25)
+    assert f"rid={request_id}" in nginx_line, nginx_line
+    app_lines = "".join(
+        sandbox.ssh(
+            host,
+            f"sudo journalctl -u flaskstack-web --since -10min --no-pager | grep -F -- '{path}'",
+            check=False,
+        ).stdout
+        for host in sandbox.hosts_in("app")
+    )
+    assert f"rid={request_id}" in app_lines, app_lines

@@ -220,6 +220,8 @@ def check_answer(case: Case, response: Response | requests.Response, allowed: se
     assert status in allowed, where
     leak = LEAK_PATTERNS.search(head + b"\n" + body)
     assert leak is None, f"{where}: leaks {leak.group(0)!r}"
+    # Every answer of the site carries HSTS, nginx's own early errors (400, 414, 501…) too.
+    assert re.search(rb"(?im)^strict-transport-security: max-age=\d+", head), f"{where}: no HSTS"
 
 
 def one_answer(sandbox, case: Case, payload: bytes, allowed: set[int]) -> Response:
