@@ -11,6 +11,7 @@ import os
 import secrets
 import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,18 @@ class Sandbox:
             f"{self.spec['ssh_user']}@{host['ip']}", command,
         ]  # fmt: skip
         return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout)
+
+    def nginx_log_lines(self, text: str, timeout: float = 10.0) -> str:
+        """The edge's access log lines holding `text`, waiting for them: nginx writes its log
+        buffered, up to a second late. Fails the test if none appears in time."""
+        deadline = time.monotonic() + timeout
+        while True:
+            grep = f"sudo grep -F -- '{text}' /var/log/nginx/access.log"
+            lines = self.ssh(self.edge, grep, check=False).stdout
+            if lines or time.monotonic() > deadline:
+                assert lines, f"no line with {text!r} in nginx's access log after {timeout} s"
+                return lines
+            time.sleep(0.25)
 
     def curl(self, *args: str, netns: str | None = None, check: bool = False):
         """curl with the site's name resolved to the edge host, trusting the ACME CA."""

@@ -7,7 +7,6 @@ import secrets
 import socket
 import ssl
 import subprocess
-import time
 
 import pytest
 
@@ -218,14 +217,7 @@ def test_nginx_and_the_app_log_a_request_under_the_same_id(sandbox, browser):
     assert answer.status_code == 200
     request_id = answer.headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", request_id), request_id
-    # nginx's log is buffered for up to a second.
-    for _ in range(40):
-        nginx_line = sandbox.ssh(
-            sandbox.edge, f"sudo grep -F -- '{path}' /var/log/nginx/access.log", check=False
-        ).stdout
-        if nginx_line:
-            break
-        time.sleep(0.25)
+    nginx_line = sandbox.nginx_log_lines(path)
     assert f"rid={request_id}" in nginx_line, nginx_line
     app_lines = "".join(
         sandbox.ssh(
