@@ -158,7 +158,7 @@ class PostgresServer(ThrowawayServer):
                 raise TimeoutError(f"Postgres on port {self.port} does not accept connections")
             time.sleep(0.05)
 
-    def create_database(self) -> None:
+    def create_database(self, name: str = POSTGRES_DB) -> None:
         import psycopg2
 
         admin = psycopg2.connect(
@@ -170,8 +170,8 @@ class PostgresServer(ThrowawayServer):
         )
         admin.autocommit = True
         with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {POSTGRES_DB}")
-            cursor.execute(f"CREATE DATABASE {POSTGRES_DB}")
+            cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+            cursor.execute(f"CREATE DATABASE {name}")
         admin.close()
 
 

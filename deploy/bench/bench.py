@@ -691,6 +691,26 @@ def build_release(work: Path) -> Path:
     return release
 
 
+def migrate(release: Path, env: dict[str, str]) -> None:
+    run(
+        VENV_BIN / "python",
+        "-m",
+        "flask",
+        "--app",
+        "app",
+        "db",
+        "upgrade",
+        cwd=release,
+        env=env,
+        capture_output=True,
+    )
+
+
+def with_database(database_url: str, name: str) -> str:
+    """The same server and credentials, another database (TCP or unix-socket URL alike)."""
+    return urllib.parse.urlsplit(database_url)._replace(path=f"/{name}").geturl()
+
+
 def seed_posts(database_url: str, total: int) -> None:
     """Bulk insert (SQL, not the ORM) until `total` posts exist: ten authors, one post in 50
     soft-deleted, a paragraph of text each."""
@@ -856,6 +876,7 @@ class Bench:
         self.nginx_http = nginx_http
         self.cleanup = contextlib.ExitStack()
         self.meter = CpuMeter()
+        self.app: Gunicorn | None = None
 
     def profile_app(self, key: str, url_path: str, master: int, headers: dict[str, str]) -> None:
         """Sample every gunicorn worker with py-spy while figure `key`'s load runs again."""
@@ -886,14 +907,71 @@ class Bench:
         """Interleave the figures' repetitions, so that a noisy minute hits them all alike."""
         for repetition in range(1, self.profile.repetitions + 1):
             for key, measure in measurements.items():
-                figure = self.results.figures[key]
-                result = measure()
-                figure.runs.append(result)
-                log(
-                    f"  [{repetition}/{self.profile.repetitions}] {key} {figure.name}: "
-                    f"{result.value:.0f} {figure.unit}, p99 {result.p99_ms:.1f} ms, "
-                    f"{result.errors} errors"
-                )
+                self.measure(key, measure, repetition)
+
+    def measure(self, key: str, measure: callable, repetition: int) -> None:
+        figure = self.results.figures[key]
+        result = measure()
+        figure.runs.append(result)
+        log(
+            f"  [{repetition}/{self.profile.repetitions}] {key} {figure.name}: "
+            f"{result.value:.0f} {figure.unit}, p99 {result.p99_ms:.1f} ms, "
+            f"{result.errors} errors"
+        )
+
+    def start_app(self, database_url: str) -> Gunicorn:
+        """gunicorn with the stack's config on `database_url`, its CPU metered as "app"."""
+        self.app = Gunicorn(
+            self.app_release, {**self.app_env, "DATABASE_URL": database_url}, self.app_log
+        )
+        self.meter.track("app", self.app.process.pid)
+        return self.app
+
+    def stop_app(self) -> None:
+        if self.app is not None:
+            self.app.close()
+            self.app = None
+
+    def growth(self, postgres: PostgresServer, small_url: str, headers: dict[str, str]) -> None:
+        """Figure 9: the anonymous page and the API list on a database of `small_posts` and
+        on one of `large_posts`, gunicorn restarted on the other database between them. The
+        two alternate A B, B A, A B… across the repetitions, so that the machine's drift over
+        the minutes (which moved one-sided before-and-after runs by up to 35 %) hits both."""
+        profile = self.profile
+        large_url = with_database(small_url, "flaskstack_bench_large")
+        log(
+            f"growth: a second database with {profile.large_posts} posts "
+            "(bulk insert, VACUUM ANALYZE)"
+        )
+        postgres.create_database("flaskstack_bench_large")
+        migrate(self.app_release, {**self.app_env, "DATABASE_URL": large_url})
+        seed_users(large_url)
+        seed_posts(large_url, profile.large_posts)
+        small, large = (f"{posts // 1000}k" for posts in (profile.small_posts, profile.large_posts))
+        add = self.results.add
+        grown = Target(">=", 0.90, "ratio")
+        add(Figure("9a", f"anonymous page / at {small} posts", "req/s"))
+        add(Figure("9b", f"anonymous page / at {large} posts", "req/s", "9a", grown))
+        add(Figure("9c", f"API list at {small} posts", "req/s"))
+        add(Figure("9d", f"API list at {large} posts", "req/s", "9c", grown))
+
+        def page() -> Run:
+            return self.load("/", clients=APP_CLIENTS, headers=headers)
+
+        def api() -> Run:
+            return self.load("/api/v1/posts", clients=APP_CLIENTS, headers=headers)
+
+        databases = [(small_url, {"9a": page, "9c": api}), (large_url, {"9b": page, "9d": api})]
+        running = small_url
+        for repetition in range(1, profile.repetitions + 1):
+            for database_url, measurements in databases:
+                if database_url != running:
+                    self.stop_app()
+                    self.start_app(database_url)
+                    running = database_url
+                for key, measure in measurements.items():
+                    self.measure(key, measure, repetition)
+            databases.reverse()
 
     def run(self) -> None:
         profile, work, results, cleanup = self.profile, self.work, self.results, self.cleanup
@@ -935,31 +1013,23 @@ class Bench:
             "MAIL_FROM": f"flaskstack <noreply@{SITE_HOST}>",
             "GUNICORN_BIND": f"{APP_ADDRESS[0]}:{APP_ADDRESS[1]}",
             "PYTHONUNBUFFERED": "1",  # as the systemd unit sets it
+            # gunicorn's control socket: the bench's own, not ~/.gunicorn/ of whoever runs it
+            # (as the unit's RuntimeDirectory gives each service its own).
+            "XDG_RUNTIME_DIR": str(work),
             **{k: v for k, v in os.environ.items() if k.startswith("GUNICORN_WORKERS")},
         }
         log("migrations (flask db upgrade) and seed data")
-        run(
-            VENV_BIN / "python",
-            "-m",
-            "flask",
-            "--app",
-            "app",
-            "db",
-            "upgrade",
-            cwd=release,
-            env=env,
-            capture_output=True,
-        )
+        migrate(release, env)
         seed_users(postgres.url)
         seed_posts(postgres.url, profile.small_posts)
 
         log("gunicorn (deploy/gunicorn.conf.py) and nginx (nginx/)")
-        gunicorn = Gunicorn(release, env, logs / "gunicorn.log")
-        cleanup.callback(gunicorn.close)
+        self.app_release, self.app_env, self.app_log = release, env, logs / "gunicorn.log"
+        cleanup.callback(self.stop_app)
+        gunicorn = self.start_app(database_url)
         config = NginxConfig(work / "nginx", work / "certs", static_root, logs, self.nginx_http)
         edge = cleanup.enter_context(nginx(config))
         for name, pid in (
-            ("app", gunicorn.process.pid),
             ("postgres", postgres.process.pid),
             ("redis", redis_server.process.pid),
             ("nginx", edge.pid),
@@ -1026,29 +1096,6 @@ class Bench:
             }
         )
 
-        log(
-            f"growth: {profile.small_posts} → {profile.large_posts} posts "
-            "(bulk insert, VACUUM ANALYZE)"
-        )
-        seed_posts(postgres.url, profile.large_posts)
-        large = f"{profile.large_posts // 1000}k"
-        add(
-            Figure(
-                "9a",
-                f"anonymous page / at {large} posts",
-                "req/s",
-                "5",
-                Target(">=", 0.90, "ratio"),
-            )
-        )
-        add(Figure("9b", f"API list at {large} posts", "req/s", "7", Target(">=", 0.90, "ratio")))
-        self.repeat(
-            {
-                "9a": lambda: self.load("/", clients=APP_CLIENTS, headers=compressed),
-                "9b": lambda: self.load("/api/v1/posts", clients=APP_CLIENTS, headers=compressed),
-            }
-        )
-
         if self.py_spy:
             log("py-spy profiles of the app figures (collapsed stacks for a flame graph)")
             self.profile_app("3", "/healthz", gunicorn.process.pid, {})
@@ -1078,6 +1125,9 @@ class Bench:
                 "(PSS shares copy-on-write pages between processes)",
             )
         )
+
+        # Restarts gunicorn on another database: after the figures of the first app run.
+        self.growth(postgres, database_url, compressed)
 
         # Handshakes last: they restart nginx with one certificate at a time.
         cleanup.close()
