@@ -10,7 +10,9 @@ import sys
 
 wsgi_app = "app.wsgi:app"
 
-bind = [os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")]
+# One address or several, comma-separated ("127.0.0.1:8000,unix:/run/app.sock"). Under systemd,
+# the socket unit's ListenStream lines are the addresses instead.
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000").split(",")
 
 
 def _default_workers() -> int:

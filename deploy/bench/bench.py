@@ -1,8 +1,9 @@
 """`make bench`: measure the stack against its own ceilings (issue 8).
 
 Runs inside a private network namespace (deploy/bench/bench.sh makes it), so every server
-listens where a single-host deployment puts it (nginx on 80/443, gunicorn on 127.0.0.1:8000)
-and the configuration is the project's own, rendered the way the Ansible role renders it:
+listens where a single-host deployment puts it (nginx on 80/443, gunicorn on 127.0.0.1:8000
+and on the unix socket nginx uses) and the configuration is the project's own, rendered the
+way the Ansible role renders it:
 
 - nginx: Debian's nginx.conf (paths moved into the work directory), nginx/snippets, the
   nginx/templates filled from nginx/defaults.env + nginx/detect-features.sh, the upstream from
@@ -54,6 +55,9 @@ SITE_HOST = "flaskstack.test"
 SITE_ALIASES = "www.flaskstack.test"
 CERT_NAME = SITE_HOST
 APP_ADDRESS = ("127.0.0.1", 8000)  # group_vars/all.yml: app_port, loopback on a single host
+# nginx reaches gunicorn through a unix socket on a single host (group_vars/all.yml:
+# app_unix_socket); the bench's is in its work directory. Figure 2 uses the TCP address.
+APP_SOCKET = "app.sock"
 DEFAULT_OUTPUT = REPO / ".build" / "bench" / "results.json"
 BENCH_USER = "bench"
 BENCH_PASSWORD = "bench password that is long enough"  # noqa: S105 - a throwaway database's
@@ -156,6 +160,7 @@ class NginxConfig:
     def __init__(
         self, root: Path, certs: Path, static_root: Path, logs: Path, extra: str = ""
     ) -> None:
+        """`root` is a new directory in the bench's work directory (next to APP_SOCKET)."""
         self.root = root
         self.conf = root / "nginx.conf"
         self.pid_file = root / "nginx.pid"
@@ -196,7 +201,7 @@ class NginxConfig:
         (root / "flaskstack/upstream.conf").write_text(
             upstream.render(
                 ansible_managed="rendered by deploy/bench/bench.py",
-                nginx_upstream_servers=[f"{APP_ADDRESS[0]}:{APP_ADDRESS[1]}"],
+                nginx_upstream_servers=[f"unix:{root.parent / APP_SOCKET}"],
                 nginx_upstream_max_fails=defaults["nginx_upstream_max_fails"],
                 nginx_upstream_fail_timeout=defaults["nginx_upstream_fail_timeout"],
                 nginx_upstream_keepalive=defaults["nginx_upstream_keepalive"],
@@ -1011,7 +1016,7 @@ class Bench:
             "LOG_LEVEL": "INFO",
             "SMTP_HOST": "localhost",
             "MAIL_FROM": f"flaskstack <noreply@{SITE_HOST}>",
-            "GUNICORN_BIND": f"{APP_ADDRESS[0]}:{APP_ADDRESS[1]}",
+            "GUNICORN_BIND": f"{APP_ADDRESS[0]}:{APP_ADDRESS[1]},unix:{work / APP_SOCKET}",
             "PYTHONUNBUFFERED": "1",  # as the systemd unit sets it
             # gunicorn's control socket: the bench's own, not ~/.gunicorn/ of whoever runs it
             # (as the unit's RuntimeDirectory gives each service its own).

@@ -109,6 +109,34 @@ def test_only_ssh_http_and_https_answer_from_another_host(sandbox):
             assert {80, 443}.isdisjoint(open_tcp_ports(sandbox, host["ip"], candidates)), host
 
 
+APP_UNIX_SOCKET = "/run/flaskstack-web.sock"  # group_vars/all.yml: app_unix_socket
+
+
+def test_nginx_reaches_its_own_hosts_app_through_a_unix_socket_only_nginx_may_use(sandbox):
+    """App hosts elsewhere over TCP on their private address; gunicorn on the edge host itself
+    (a single host) over the unix socket, which nginx's workers (www-data) may connect to and
+    other users may not."""
+    upstream = sandbox.ssh(sandbox.edge, "cat /etc/nginx/flaskstack/upstream.conf").stdout
+    servers = re.findall(r"^\s*server (\S+)", upstream, flags=re.MULTILINE)
+    app_hosts = sandbox.hosts_in("app")
+    assert servers == [
+        f"unix:{APP_UNIX_SOCKET}" if host["name"] == sandbox.edge["name"] else f"{host['ip']}:8000"
+        for host in app_hosts
+    ], upstream
+    if sandbox.edge not in app_hosts:
+        return
+    status = sandbox.ssh(sandbox.edge, f"sudo stat -c '%F %U:%G %a' {APP_UNIX_SOCKET}").stdout
+    assert status.strip() == "socket root:www-data 660"
+    healthz = (
+        f"curl -sS -o /dev/null -w '%{{http_code}}' --max-time 10 -H 'Host: {sandbox.domain}'"
+        f" --unix-socket {APP_UNIX_SOCKET} http://app/healthz"
+    )
+    as_nginx = sandbox.ssh(sandbox.edge, f"sudo -u www-data {healthz}", check=False)
+    assert as_nginx.stdout == "200", as_nginx
+    as_other = sandbox.ssh(sandbox.edge, f"sudo -u nobody {healthz}", check=False)
+    assert as_other.returncode == 7 and "Permission denied" in as_other.stderr, as_other
+
+
 def on_edge(sandbox, command: str) -> str:
     """Run a client on the edge host itself: Debian 13's OpenSSL 3.5 and curl know PQ and QUIC."""
     return sandbox.ssh(sandbox.edge, command).stdout
