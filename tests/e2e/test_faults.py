@@ -272,6 +272,15 @@ def test_certificate_renewal_and_nginx_reload_fail_no_request(sandbox, load, tab
 
 # ---- the app processes -------------------------------------------------------------------------
 
+# How a request fails when the worker serving it is killed: a 502 from nginx if the worker had
+# sent nothing yet, or the response cut off after its headers (nginx passes them on as they
+# arrive, and can then only break the connection; requests calls that ChunkedEncodingError).
+IN_FLIGHT_FAILURES = {
+    f"{kind} {status}"
+    for kind in ("write", "read", "page")
+    for status in ("502", "ChunkedEncodingError")
+}
+
 
 def gunicorn_pids(sandbox, host) -> tuple[int, list[int]]:
     master = int(sandbox.ssh(host, "systemctl show -p MainPID --value flaskstack-web").stdout)
@@ -290,8 +299,8 @@ def test_kill_9_of_a_gunicorn_worker_fails_at_most_its_requests_in_flight(sandbo
         time.sleep(SETTLE + 3)
     back = check_back_after(load, killed_at)
     table.add("kill -9 a gunicorn worker", load, check_writes(sandbox, load), back)
-    # Only the killed worker's request in flight can fail: nginx answers it with 502.
-    assert set(load.failures()) <= {"write 502", "read 502", "page 502"}, load.failures()
+    # Only the killed worker's request in flight can fail.
+    assert set(load.failures()) <= IN_FLIGHT_FAILURES, load.failures()
     assert len(load.failed) <= 1, load.per_second()
     master_after, workers_after = gunicorn_pids(sandbox, app)
     assert master_after == master and len(workers_after) == len(workers)
@@ -313,8 +322,9 @@ def test_kill_9_of_the_gunicorn_master_is_repaired_by_systemd(sandbox, load, tab
         time.sleep(SETTLE + 3)
     back = check_back_after(load, restarted_at)
     table.add("kill -9 the gunicorn master", load, check_writes(sandbox, load), back)
-    # The orphaned workers finish what they are doing: at most their requests in flight fail.
-    assert set(load.failures()) <= {"write 502", "read 502", "page 502"}, load.failures()
+    # systemd stops what is left of the unit before it restarts it: at most the workers'
+    # requests in flight fail.
+    assert set(load.failures()) <= IN_FLIGHT_FAILURES, load.failures()
     assert len(load.failed) <= len(workers), load.per_second()
     assert gunicorn_pids(sandbox, app)[0] not in (0, master)
     print(f"the master was replaced {restarted_at - killed_at:.1f} s after the kill")
