@@ -16,10 +16,9 @@ help: ## List the targets (this text)
 
 ## ---- set-up ---------------------------------------------------------------
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt
-	@echo "==> virtualenv $(VENV) from the hash-pinned lock file"
-	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/pip install -q --require-hashes -r requirements-dev.txt
+$(BIN)/.installed: requirements-pip.txt requirements.txt requirements-dev.txt deploy/venv.sh
+	@echo "==> virtualenv $(VENV) from the hash-pinned lock file, by the pinned pip"
+	@PYTHON=$(PYTHON) deploy/venv.sh $(VENV) requirements-dev.txt
 	@touch $@
 
 .PHONY: venv
