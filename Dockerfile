@@ -20,8 +20,11 @@ FROM python-base AS builder
 # Every package in the locks ships wheels for this Python; should one ever need compiling, its
 # build dependencies (apt-get install build-essential libpq-dev …) belong here and nowhere else.
 # pip lives in a venv of its own and installs into the runtime venvs (`pip --python`), so the
-# runtime images carry no installer.
-RUN python -m venv /opt/pip
+# runtime images carry no installer. It is the hash-pinned pip of requirements-pip.txt, as on the
+# hosts and in `make venv`, not the base image's: a lock is reproducible only with its installer.
+COPY requirements-pip.txt /tmp/requirements/pip.txt
+RUN python -m venv /opt/pip \
+    && /opt/pip/bin/pip install --no-deps --require-hashes -r /tmp/requirements/pip.txt
 COPY requirements.txt /tmp/requirements/app.txt
 RUN python -m venv --without-pip /opt/venv \
     && /opt/pip/bin/pip --python /opt/venv/bin/python install --no-deps --require-hashes \

@@ -16,13 +16,30 @@ help: ## List the targets (this text)
 
 ## ---- set-up ---------------------------------------------------------------
 
-$(BIN)/.installed: requirements-pip.txt requirements.txt requirements-dev.txt deploy/venv.sh
+$(BIN)/.installed: requirements-pip.txt requirements.txt requirements-dev.txt deploy/venv.sh \
+		ansible/requirements.yml
 	@echo "==> virtualenv $(VENV) from the hash-pinned lock file, by the pinned pip"
 	@PYTHON=$(PYTHON) deploy/venv.sh $(VENV) requirements-dev.txt
+	@echo "==> Ansible collections as pinned by ansible/requirements.yml"
+	@$(BIN)/ansible-galaxy collection install --offline -r ansible/requirements.yml \
+	  -p "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" 2>&1 \
+	  | { grep -v -e 'part of the pip Ansible package' -e '^Starting galaxy' || true; }
 	@touch $@
 
 .PHONY: venv
 venv: $(BIN)/.installed ## Create the virtualenv (.venv) from requirements-dev.txt
+
+# Every lock file beside its input (.in → .txt), compiled by the one lock tool, uv (pinned in
+# requirements-dev.txt); requirements.txt before requirements-dev.txt, which it constrains.
+LOCKS := requirements-pip requirements requirements-dev deploy/certbot/requirements tests/compose/tools
+
+.PHONY: lock
+lock: venv ## Re-resolve every lock file with uv: keeps the pins that still fit (UPGRADE=1: newest)
+	@for lock in $(LOCKS); do \
+	  echo "==> $$lock.txt"; \
+	  uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	    --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) $$lock.in -o $$lock.txt; \
+	done
 
 .PHONY: deps
 deps: ## Install the Debian packages the tests need (only the missing ones)

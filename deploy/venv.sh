@@ -25,4 +25,6 @@ pip() {
 # The interpreter's own pip only ever installs this one hash-pinned wheel (no dependencies).
 pip install --quiet --require-hashes --no-deps "$@" -r "$pip_lock"
 pip install --quiet --require-hashes "$@" -r "$lock"
+# ensurepip seeds setuptools too on Python < 3.12: keep only what the locks name.
+grep -qi '^setuptools==' "$lock" || pip uninstall --quiet --yes setuptools 2>/dev/null
 problems=$(pip check) || { echo "$problems" >&2; exit 1; }

@@ -3,7 +3,8 @@
 # so that a warm machine pays nothing and never touches the network:
 #   - testssl.sh 3.2 from Debian trixie (bookworm's 3.0 has no rating), unpacked, not installed:
 #     the machine's apt sources and dpkg database are left alone;
-#   - the Mozilla HTTP Observatory, pinned by deploy/scan/package-lock.json, via npm ci;
+#   - the Mozilla HTTP Observatory, pinned by deploy/scan/package-lock.json, via npm ci with the
+#     npm pinned by deploy/scan/npm/package-lock.json;
 #   - sslyze comes from the project virtualenv (requirements-dev.txt): only checked here.
 # Debian packages testssl.sh needs at run time are installed when missing.
 #
@@ -81,6 +82,25 @@ install_testssl() {
   log "testssl.sh $version unpacked into $dest"
 }
 
+# The npm that installs the scanners' tree is pinned too (deploy/scan/npm/package-lock.json): the
+# machine's own npm only installs that one package, checked against its integrity hash.
+install_npm() {
+  local dest="$cache/npm" want have=""
+  want="$(cat "$here/npm/package.json" "$here/npm/package-lock.json" | sha256sum | cut -d' ' -f1)"
+  [[ -f "$dest/.lock-sha256" ]] && have="$(cat "$dest/.lock-sha256")"
+  if [[ "$want" == "$have" && -f "$dest/node_modules/npm/bin/npm-cli.js" ]]; then
+    return 0
+  fi
+  log "installing the pinned npm (deploy/scan/npm/package-lock.json)"
+  rm -rf "$dest.new" && mkdir -p "$dest.new"
+  cp "$here/npm/package.json" "$here/npm/package-lock.json" "$dest.new/"
+  (cd "$dest.new" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$want" >"$dest.new/.lock-sha256"
+  rm -rf "$dest" && mv "$dest.new" "$dest"
+}
+
+pinned_npm() { node "$cache/npm/node_modules/npm/bin/npm-cli.js" "$@"; }
+
 install_observatory() {
   local dest="$cache/observatory" want have=""
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
@@ -95,12 +115,13 @@ install_observatory() {
   if [[ "$want" == "$have" && -f "$dest/node_modules/@mdn/mdn-http-observatory/src/scan.js" ]]; then
     return 0
   fi
+  install_npm
   log "installing the HTTP Observatory (npm ci, pinned by deploy/scan/package-lock.json)"
   rm -rf "$dest.new" && mkdir -p "$dest.new"
   cp "$here/package.json" "$here/package-lock.json" "$dest.new/"
   # --ignore-scripts: the postinstall step downloads the HSTS preload list from the internet; an
   # empty list only means no site is treated as preloaded, which this stack does not rely on.
-  (cd "$dest.new" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+  (cd "$dest.new" && pinned_npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
   echo '{}' >"$dest.new/node_modules/@mdn/mdn-http-observatory/conf/hsts-preload.json"
   echo "$want" >"$dest.new/.lock-sha256"
   rm -rf "$dest" && mv "$dest.new" "$dest"
