@@ -43,13 +43,13 @@ lock: venv ## Re-resolve every lock file with uv: keeps the pins that still fit 
 
 .PHONY: deps
 deps: ## Install the Debian packages the tests need (only the missing ones)
-	@tests/tools/apt-install.sh tests/debian-packages.txt tests/tools/debian-packages.txt
+	@tools/apt-install.sh tests/debian-packages.txt tools/debian-packages.txt
 
 ## ---- develop ----------------------------------------------------------------
 
 .PHONY: dev
 dev: deps venv ## Run the app and the worker locally against throwaway Postgres and Redis
-	@$(BIN)/python tests/tools/devserver.py
+	@$(BIN)/python -m tools.devserver
 
 .PHONY: lint
 lint: venv ## Run the linters (ruff, shellcheck, yamllint, ansible-lint)
@@ -68,11 +68,11 @@ test-app: deps venv ## App tests against real Postgres, Redis and an SMTP sink
 
 .PHONY: test-e2e
 test-e2e: deps venv ## Deploy to a fresh single-host sandbox, check it from outside, tear it down
-	@tests/tools/run-e2e.sh single
+	@tools/run-e2e.sh single
 
 .PHONY: test-e2e-multi
 test-e2e-multi: deps venv ## The same on 1 edge + 2 app + 1 db/cache hosts, with an app host failing
-	@tests/tools/run-e2e.sh multi
+	@tools/run-e2e.sh multi
 
 .PHONY: test-bench-smoke
 test-bench-smoke: deps venv ## A short run of make bench, so the benchmark never rots (no timing gate)
@@ -94,13 +94,13 @@ SANDBOX_INVENTORY = $(shell python3 -c 'import json; print(json.load(open("$(SAN
 
 .PHONY: demo
 demo: venv ## Start the sandbox (TOPOLOGY=single|multi) and deploy the stack to it
-	@deploy/sandbox/sandbox.sh up $(TOPOLOGY)
+	@tools/sandbox/sandbox.sh up $(TOPOLOGY)
 	@INVENTORY="$(SANDBOX_INVENTORY)" deploy/deploy.sh
-	@deploy/sandbox/sandbox.sh summary
+	@tools/sandbox/sandbox.sh summary
 
 .PHONY: demo-down
 demo-down: ## Remove the sandbox: hosts, network, CA, state
-	@deploy/sandbox/sandbox.sh down
+	@tools/sandbox/sandbox.sh down
 
 .PHONY: deploy
 deploy: venv ## Provision and deploy with Ansible: make deploy INVENTORY=ansible/inventories/<name>
@@ -138,11 +138,11 @@ restore: venv ## Check a backup by restoring it (INTO=scratch), or INTO=live: ma
 
 .PHONY: bench
 bench: venv ## Measure the stack against its own ceilings (~10 min); table + .build/bench/results.json
-	@deploy/bench/bench.sh
+	@tools/bench/bench.sh
 
 .PHONY: scan
 scan: venv ## Audit scans (testssl.sh, sslyze, HTTP Observatory) of the sandbox, or TARGET=host
-	@deploy/scan/scan.sh $(TARGET)
+	@tools/scan/scan.sh $(TARGET)
 
 ## ---- Docker Compose ------------------------------------------------------------
 

@@ -14,12 +14,12 @@ import signal
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from servers import MailSink, PostgresServer, RedisServer
 from sqlalchemy import text
 
 from app import create_app
 from app.extensions import db, get_redis
 from app.models import User
+from tools.servers import MailSink, PostgresServer, RedisServer
 
 STRONG_PASSWORD = "correct horse battery staple"
 CSRF_FIELD = re.compile(

@@ -43,7 +43,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the benchmark needs r
 def smoke_run(tmp_path_factory):
     output = tmp_path_factory.mktemp("bench") / "results.json"
     result = subprocess.run(
-        [str(REPO / "deploy/bench/bench.sh"), "--smoke", "--output", str(output)],
+        [str(REPO / "tools/bench/bench.sh"), "--smoke", "--output", str(output)],
         capture_output=True,
         text=True,
         timeout=600,

@@ -1,6 +1,6 @@
 """Fixtures for the end-to-end stage: a deployed sandbox, checked from outside as a user would.
 
-The sandbox (deploy/sandbox/sandbox.sh) describes itself in sandbox.json; these tests only read
+The sandbox (tools/sandbox/sandbox.sh) describes itself in sandbox.json; these tests only read
 that file and talk to the hosts over the network (HTTPS, SSH), never through Ansible internals.
 """
 
@@ -84,7 +84,7 @@ class Sandbox:
         return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=60)
 
     def cli(self, *args: str, check: bool = True, timeout: int = 900):
-        """Run deploy/sandbox/sandbox.sh for this sandbox (restart a host, …)."""
+        """Run tools/sandbox/sandbox.sh for this sandbox (restart a host, …)."""
         env = {**os.environ, "SANDBOX_ID": str(self.sandbox_id)}
         return subprocess.run(
             [str(ROOT / "deploy" / "sandbox" / "sandbox.sh"), *args],

@@ -1,6 +1,6 @@
 """The sandbox as an auditor sees it: testssl.sh, sslyze and the Mozilla HTTP Observatory.
 
-deploy/scan/scan.sh runs the three scanners once per session (about 90 s, most of it testssl.sh).
+tools/scan/scan.sh runs the three scanners once per session (about 90 s, most of it testssl.sh).
 Each bar is its own test and reads the scanner's raw output where it can, so a failure names the
 scanner, the figure that missed and the scanner's own reasons (from summary.json).
 """

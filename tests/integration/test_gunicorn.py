@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from servers import free_port, wait_for_port
+from tools.servers import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).with_name("gunicorn")

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Install the three audit scanners that deploy/scan/scan.sh runs, into a cache outside the repository
+# Install the three audit scanners that tools/scan/scan.sh runs, into a cache outside the repository
 # so that a warm machine pays nothing and never touches the network:
 #   - testssl.sh 3.2 from Debian trixie (bookworm's 3.0 has no rating), unpacked, not installed:
 #     the machine's apt sources and dpkg database are left alone;
-#   - the Mozilla HTTP Observatory, pinned by deploy/scan/package-lock.json, via npm ci with the
-#     npm pinned by deploy/scan/npm/package-lock.json;
+#   - the Mozilla HTTP Observatory, pinned by tools/scan/package-lock.json, via npm ci with the
+#     npm pinned by tools/scan/npm/package-lock.json;
 #   - sslyze comes from the project virtualenv (requirements-dev.txt): only checked here.
 # Debian packages testssl.sh needs at run time are installed when missing.
 #
-# Usage: deploy/scan/install.sh        (SCAN_CACHE overrides /var/cache/flaskstack-scan)
+# Usage: tools/scan/install.sh        (SCAN_CACHE overrides /var/cache/flaskstack-scan)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -82,7 +82,7 @@ install_testssl() {
   log "testssl.sh $version unpacked into $dest"
 }
 
-# The npm that installs the scanners' tree is pinned too (deploy/scan/npm/package-lock.json): the
+# The npm that installs the scanners' tree is pinned too (tools/scan/npm/package-lock.json): the
 # machine's own npm only installs that one package, checked against its integrity hash.
 install_npm() {
   local dest="$cache/npm" want have=""
@@ -91,7 +91,7 @@ install_npm() {
   if [[ "$want" == "$have" && -f "$dest/node_modules/npm/bin/npm-cli.js" ]]; then
     return 0
   fi
-  log "installing the pinned npm (deploy/scan/npm/package-lock.json)"
+  log "installing the pinned npm (tools/scan/npm/package-lock.json)"
   rm -rf "$dest.new" && mkdir -p "$dest.new"
   cp "$here/npm/package.json" "$here/npm/package-lock.json" "$dest.new/"
   (cd "$dest.new" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
@@ -116,7 +116,7 @@ install_observatory() {
     return 0
   fi
   install_npm
-  log "installing the HTTP Observatory (npm ci, pinned by deploy/scan/package-lock.json)"
+  log "installing the HTTP Observatory (npm ci, pinned by tools/scan/package-lock.json)"
   rm -rf "$dest.new" && mkdir -p "$dest.new"
   cp "$here/package.json" "$here/package-lock.json" "$dest.new/"
   # --ignore-scripts: the postinstall step downloads the HSTS preload list from the internet; an

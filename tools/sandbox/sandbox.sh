@@ -720,7 +720,7 @@ write_descriptions() {
     printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$(host_ip "$name")" "${line#*:}" \
       "$(machine_name "$name")" "$(recorded_pid "$(host_dir "$name")/pid")"
   done <"${RUNTIME_DIR}/hosts.list" |
-    /usr/bin/python3 "${REPO_DIR}/deploy/sandbox/describe.py" \
+    /usr/bin/python3 "${REPO_DIR}/tools/sandbox/describe.py" \
       --repo-dir="$REPO_DIR" --inventory-dir="$INVENTORY_DIR" --state-dir="$STATE_DIR" \
       --topology="$topology" --domain="$DOMAIN" --ca-cert="$ACME_ROOT" \
       --acme-server="$ACME_DIRECTORY" --acme-server-ca="$PEBBLE_LISTENER_CA" \
@@ -744,7 +744,7 @@ print(next(h["ip"] for h in json.load(open(sys.argv[1]))["hosts"] if "edge" in h
     "https://${DOMAIN}/"
   local prefix=""
   [[ "$SANDBOX_ID" == 0 ]] || prefix="SANDBOX_ID=${SANDBOX_ID} "
-  echo "  a shell:   ${prefix}deploy/sandbox/sandbox.sh ssh $(known_hosts | head -1)"
+  echo "  a shell:   ${prefix}tools/sandbox/sandbox.sh ssh $(known_hosts | head -1)"
   echo "  inventory: $(realpath --relative-to="$REPO_DIR" "$INVENTORY_DIR")" \
     "  (ACME: ${ACME_DIRECTORY})"
   echo "  described in $STATE_DIR/sandbox.json"

@@ -1,6 +1,6 @@
 """Judge the three audit scanners' raw results against the stack's bar, as one table and one JSON.
 
-deploy/scan/scan.sh runs the scanners into a results directory; this reads what they wrote there
+tools/scan/scan.sh runs the scanners into a results directory; this reads what they wrote there
 (testssl.json, sslyze.json + sslyze.txt, observatory.json), prints the table with the details
 that explain any miss, writes summary.json beside them, and exits 0 only when every bar is met.
 Standard library only, so any python3 runs it.

@@ -14,10 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
+from tools.servers import MailSink, PostgresServer, RedisServer
 
-from servers import MailSink, PostgresServer, RedisServer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class PrintingMailSink(MailSink):

@@ -3,12 +3,12 @@
 # production, checks from outside as a user and an auditor would, then teardown — always, even
 # when a step fails or the run is interrupted.
 #
-#   tests/tools/run-e2e.sh single   one host in every group (SANDBOX_ID 20)
-#   tests/tools/run-e2e.sh multi    edge1, app1 + app2, data1 (SANDBOX_ID 21)
+#   tools/run-e2e.sh single   one host in every group (SANDBOX_ID 20)
+#   tools/run-e2e.sh multi    edge1, app1 + app2, data1 (SANDBOX_ID 21)
 #
 # Their own SANDBOX_IDs keep them clear of each other and of a `make demo` (0) that may be up.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 
 topology="${1:-single}"
 # Order matters: the user flows and the second deploy (changed=0) run on the untouched stack,
@@ -42,7 +42,7 @@ esac
 
 export SANDBOX_ID="${E2E_SANDBOX_ID:-$default_id}"
 export SANDBOX_JSON="$PWD/.sandbox-${SANDBOX_ID}/sandbox.json"
-sandbox=deploy/sandbox/sandbox.sh
+sandbox=tools/sandbox/sandbox.sh
 started=$SECONDS
 
 stage() { printf '\n==> [e2e %s %4ds] %s\n' "$topology" "$((SECONDS - started))" "$*"; }

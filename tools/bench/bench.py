@@ -1,6 +1,6 @@
 """`make bench`: measure the stack against its own ceilings (issue 8).
 
-Runs inside a private network namespace (deploy/bench/bench.sh makes it), so every server
+Runs inside a private network namespace (tools/bench/bench.sh makes it), so every server
 listens where a single-host deployment puts it (nginx on 80/443, gunicorn on 127.0.0.1:8000
 and on the unix socket nginx uses) and the configuration is the project's own, rendered the
 way the Ansible role renders it:
@@ -11,7 +11,7 @@ way the Ansible role renders it:
   throwaway CA instead of /etc/letsencrypt, and ceiling-location.conf inserted into the sites.
 - the app: a release built by deploy/build-release.sh (fingerprinted, precompressed static
   files), run by gunicorn with deploy/gunicorn.conf.py and APP_ENV=production.
-- Postgres and Redis: throwaway servers (tests/servers.py) given the roles' settings (Redis ACL
+- Postgres and Redis: throwaway servers (tools/servers.py) given the roles' settings (Redis ACL
   user, AOF everysec, maxmemory; Postgres scram-sha-256, slow-query log).
 
 Every process it starts is stopped by PID at the end, also on failure or SIGTERM.
@@ -41,12 +41,11 @@ from pathlib import Path
 import jinja2
 import urllib3
 import yaml
-from results import Figure, Results, Run, Target
+
+from tools.bench.results import Figure, Results, Run, Target
+from tools.servers import PostgresServer, RedisServer, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))
-
-from servers import PostgresServer, RedisServer, wait_for_port  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
@@ -200,7 +199,7 @@ class NginxConfig:
         )
         (root / "flaskstack/upstream.conf").write_text(
             upstream.render(
-                ansible_managed="rendered by deploy/bench/bench.py",
+                ansible_managed="rendered by tools/bench/bench.py",
                 nginx_upstream_servers=[f"unix:{root.parent / APP_SOCKET}"],
                 nginx_upstream_max_fails=defaults["nginx_upstream_max_fails"],
                 nginx_upstream_fail_timeout=defaults["nginx_upstream_fail_timeout"],

@@ -4,7 +4,7 @@
 # Observatory (grade + score). Exits 0 only when all three meet the bar (see summarize.py),
 # 1 when one misses it, 2 on a usage error.
 #
-# Usage: deploy/scan/scan.sh [--out DIR] [--ip IP] [--ca-cert FILE] [TARGET]
+# Usage: tools/scan/scan.sh [--out DIR] [--ip IP] [--ca-cert FILE] [TARGET]
 #   no TARGET      the sandbox: domain, edge host and ACME root from its sandbox.json
 #                  ($SANDBOX_JSON, else .sandbox/sandbox.json, or .sandbox-$SANDBOX_ID/ when set);
 #                  results in the sandbox's state dir, scan/ (e.g. .sandbox/scan/summary.json)

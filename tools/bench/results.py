@@ -1,5 +1,5 @@
 """The benchmark's figures: medians and ranges, ratios against their baselines, targets, the
-table `make bench` prints and the JSON it writes (the schema is in deploy/bench/README.md)."""
+table `make bench` prints and the JSON it writes (the schema is in tools/bench/README.md)."""
 
 from __future__ import annotations
 
