@@ -47,14 +47,18 @@ class Sandbox:
     def probe_netns(self) -> str:
         return self.spec.get("probe_netns", f"fs{self.sandbox_id}-probe")
 
-    def ssh(self, host: dict, command: str, check: bool = True, timeout: int = 300):
-        """Run a shell command on a host as the deploy user (commands use sudo themselves)."""
-        argv = [
+    def ssh_argv(self, host: dict, command: str) -> list[str]:
+        """The ssh command line that runs a shell command on a host as the deploy user."""
+        return [
             "ssh", "-i", self.spec["ssh_key"],
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
             f"{self.spec['ssh_user']}@{host['ip']}", command,
         ]  # fmt: skip
+
+    def ssh(self, host: dict, command: str, check: bool = True, timeout: int = 300):
+        """Run a shell command on a host as the deploy user (commands use sudo themselves)."""
+        argv = self.ssh_argv(host, command)
         return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout)
 
     def nginx_log_lines(self, text: str, timeout: float = 10.0) -> str:

@@ -61,12 +61,7 @@ def run_on_host(sandbox, script: str) -> subprocess.CompletedProcess:
         'set -eu; work=$(mktemp -d); trap \'rm -rf "$work"\' EXIT; cd "$work"; tar -x; '
         f"sh -c {shlex.quote(script)}"
     )
-    argv = [
-        "ssh", "-i", sandbox.spec["ssh_key"],
-        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-        "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
-        f"{sandbox.spec['ssh_user']}@{host['ip']}", remote,
-    ]  # fmt: skip
+    argv = sandbox.ssh_argv(host, remote)
     return subprocess.run(argv, input=files_archive(), capture_output=True, timeout=900)
 
 
