@@ -52,11 +52,12 @@ dev: deps venv ## Run the app and the worker locally against throwaway Postgres 
 	@$(BIN)/python -m tools.devserver
 
 .PHONY: lint
-lint: venv ## Run the linters (ruff, shellcheck, yamllint, ansible-lint)
+lint: venv ## Run the linters (ruff, shellcheck, yamllint, ansible-lint, squawk on the migrations)
 	@echo "==> ruff"; ruff check . && ruff format --check .
 	@echo "==> shellcheck"; git ls-files -z '*.sh' '.ci/run' | xargs -0 shellcheck -x
 	@echo "==> yamllint"; yamllint -s .
 	@echo "==> ansible-lint"; cd ansible && ansible-lint -q
+	@echo "==> squawk (every migration, as SQL)"; python -m tools.lint_migrations
 
 .PHONY: test
 test: deps venv lint test-app test-bench-smoke test-e2e test-e2e-multi test-compose ## Run everything: linters, app tests, sandbox and Compose end to end

@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, select
 
 from app.extensions import db
 from app.models import Comment, Post, User, utcnow
+from app.schema import SchemaUpgradeBlockedError, upgrade_schema
 from app.services import wait_for_services
 
 
@@ -93,6 +94,18 @@ def register(app: Flask) -> None:
         posts = db.session.execute(delete(Post).where(Post.deleted_at < cutoff)).rowcount
         db.session.commit()
         click.echo(f"purged {posts} posts and {comments} comments deleted before {cutoff:%Y-%m-%d}")
+
+    @app.cli.command("upgrade-schema")
+    @click.option("--attempts", type=click.IntRange(min=1), default=5, show_default=True)
+    @click.option("--first-delay", type=click.FloatRange(min=0), default=2.0, show_default=True,
+                  help="Seconds before the first retry; doubled before each next one.")  # fmt: skip
+    def upgrade_schema_command(attempts: int, first_delay: float) -> None:
+        """Apply pending migrations; retry one that timed out waiting for a lock, with backoff."""
+        try:
+            taken = upgrade_schema(attempts, first_delay, log=click.echo)
+        except SchemaUpgradeBlockedError as blocked:
+            raise click.ClickException(str(blocked)) from None
+        click.echo(f"schema is up to date ({taken} attempt{'s' if taken > 1 else ''})")
 
     @app.cli.command("wait-for-services")
     @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait in total.")

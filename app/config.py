@@ -221,4 +221,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict:
         "MAIL_FROM": env.get("MAIL_FROM") or "flaskstack <noreply@localhost>",
         # Pagination
         "PAGE_SIZE": _int(env, "PAGE_SIZE", 20),
+        # Migrations (migrations/env.py, `flask upgrade-schema`), in seconds: how long one may
+        # wait for a table lock while the live site holds it, and run one statement.
+        "MIGRATION_LOCK_TIMEOUT": _int(env, "MIGRATION_LOCK_TIMEOUT", 5),
+        "MIGRATION_STATEMENT_TIMEOUT": _int(env, "MIGRATION_STATEMENT_TIMEOUT", 600),
     }

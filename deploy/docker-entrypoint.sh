@@ -22,7 +22,7 @@ wait_for_services() {
 
 migrate() {
   echo "flaskstack: upgrading the database schema"
-  flask --app app db upgrade
+  flask --app app upgrade-schema
 }
 
 publish_static() {

@@ -44,6 +44,18 @@ def get_metadata():
     return target_db.metadata
 
 
+def lock_bounds() -> list[str]:
+    """Every migration waits at most MIGRATION_LOCK_TIMEOUT for a lock and runs no statement
+    longer than MIGRATION_STATEMENT_TIMEOUT: a migration queued behind a long transaction would
+    otherwise make every query of the live site queue behind it. Session-wide, before the first
+    revision's transaction, so the rendered SQL (`--sql`, the migration linter) says it too."""
+    settings = current_app.config
+    return [
+        f"SET lock_timeout = '{round(settings['MIGRATION_LOCK_TIMEOUT'] * 1000)}ms'",
+        f"SET statement_timeout = '{round(settings['MIGRATION_STATEMENT_TIMEOUT'] * 1000)}ms'",
+    ]
+
+
 def run_migrations_offline():
     """Run migrations in 'offline' mode.
 
@@ -57,7 +69,14 @@ def run_migrations_offline():
 
     """
     url = config.get_main_option("sqlalchemy.url")
-    context.configure(url=url, target_metadata=get_metadata(), literal_binds=True)
+    context.configure(
+        url=url,
+        target_metadata=get_metadata(),
+        literal_binds=True,
+        transaction_per_migration=True,
+    )
+    for statement in lock_bounds():
+        context.execute(statement)
 
     with context.begin_transaction():
         context.run_migrations()
@@ -88,7 +107,17 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
-        context.configure(connection=connection, target_metadata=get_metadata(), **conf_args)
+        for statement in lock_bounds():
+            connection.exec_driver_sql(statement)
+        connection.commit()
+        # One transaction per revision: a revision that fails (a lock timeout) is rolled back
+        # whole, the ones before it stay applied, and a retry starts from it.
+        context.configure(
+            connection=connection,
+            target_metadata=get_metadata(),
+            transaction_per_migration=True,
+            **conf_args,
+        )
 
         with context.begin_transaction():
             context.run_migrations()

@@ -15,7 +15,11 @@ def test_the_migration_history_has_exactly_one_head():
     config = Config(str(MIGRATIONS_DIR / "alembic.ini"))
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     heads = ScriptDirectory.from_config(config).get_heads()
-    assert len(heads) == 1, f"merge the heads: {heads}"
+    assert len(heads) == 1, (
+        f"the migration history has {len(heads)} heads ({', '.join(heads)}), from two branches "
+        f"that each added a revision; merge them with:\n"
+        f"  flask --app app db merge -m 'merge heads' {' '.join(heads)}"
+    )
 
 
 def test_the_migrated_schema_matches_the_models(app):

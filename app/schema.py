@@ -1,0 +1,103 @@
+"""Schema upgrades that never hold the live site hostage: `flask upgrade-schema`.
+
+migrations/env.py bounds every migration's lock wait (MIGRATION_LOCK_TIMEOUT) and runs each
+revision in its own transaction. Here a revision that timed out waiting for a lock is retried
+with backoff, since the transaction in its way usually ends soon; when it does not, the upgrade
+gives up and names the sessions that held locks the whole time, with their queries.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+import flask_migrate
+from flask import current_app
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from app.extensions import db
+
+LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock_timeout
+
+# Sessions of this database in a transaction older than the lock timeout that hold a lock on a
+# table: what a migration's ACCESS EXCLUSIVE lock (or a SHARE lock) waited for.
+LOCK_HOLDERS = text("""
+    SELECT DISTINCT a.pid, a.usename, a.application_name, a.state,
+           extract(epoch FROM now() - a.xact_start)::int AS seconds_in_transaction,
+           left(regexp_replace(a.query, '\\s+', ' ', 'g'), 200) AS query
+    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'relation' AND l.granted
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND a.pid <> pg_backend_pid()
+      AND a.xact_start < now() - make_interval(secs => :lock_timeout)
+    ORDER BY seconds_in_transaction DESC
+""")
+
+
+def accept_lint(rule: str, reason: str) -> None:
+    """In a revision, right before a statement the migration linter rejects: accept it on
+    purpose, saying why. Emits squawk's ignore comment into the rendered SQL; online, nothing."""
+    from alembic import op
+
+    context = op.get_context()
+    if context.as_sql:
+        # Straight onto the line above the statement (static_output would add a blank line,
+        # and squawk's ignore covers only the next line).
+        context.impl.output_buffer.write(f"-- squawk-ignore {rule} -- {reason}\n")
+
+
+class SchemaUpgradeBlockedError(RuntimeError):
+    """The upgrade waited for locks in every attempt; the message names who held them."""
+
+
+def is_lock_timeout(error: OperationalError) -> bool:
+    return getattr(error.orig, "pgcode", None) == LOCK_NOT_AVAILABLE
+
+
+def lock_holders() -> list[str]:
+    """One line per session that has held a table lock longer than the lock timeout."""
+    with db.engine.connect() as connection:
+        rows = connection.execute(
+            LOCK_HOLDERS, {"lock_timeout": current_app.config["MIGRATION_LOCK_TIMEOUT"]}
+        ).all()
+    return [
+        f"pid {r.pid} ({r.usename}, {r.application_name or 'no application name'}, {r.state}, "
+        f"in a transaction for {r.seconds_in_transaction} s): {r.query}"
+        for r in rows
+    ]
+
+
+def upgrade_schema(
+    attempts: int,
+    first_delay: float,
+    directory: str | None = None,
+    log: Callable[[str], None] = print,
+) -> int:
+    """Apply the pending revisions (of `directory`, default the app's migrations); returns how
+    many attempts it took."""
+    delay = first_delay
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            flask_migrate.upgrade(directory=directory)
+            return attempt
+        except OperationalError as error:
+            if not is_lock_timeout(error):
+                raise
+            holders = lock_holders()
+            if attempt >= attempts:
+                raise SchemaUpgradeBlockedError(
+                    f"the migration waited for a lock in all {attempts} attempts and gave up; "
+                    "no revision was left half-applied. Held by:\n  "
+                    + ("\n  ".join(holders) or "(nobody any more: retry the deploy)")
+                ) from error
+            log(
+                f"attempt {attempt}/{attempts}: a migration waited "
+                f"{current_app.config['MIGRATION_LOCK_TIMEOUT']} s for a lock; "
+                f"retrying in {delay:.1f} s. Held by: {'; '.join(holders) or 'nobody now'}"
+            )
+            time.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not a secret
+            delay *= 2

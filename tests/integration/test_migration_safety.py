@@ -1,0 +1,117 @@
+"""Migrations that never take the site down: linted by squawk, and bounded in how long they wait
+for the live site's locks (a real Postgres, a real long transaction)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import psycopg2
+import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+
+from app import MIGRATIONS_DIR, create_app
+from app.extensions import db
+from app.schema import SchemaUpgradeBlockedError, upgrade_schema
+from tools.lint_migrations import lint
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "migrations"
+
+
+def real_head() -> str:
+    config = Config(str(MIGRATIONS_DIR / "alembic.ini"))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def migrations_with(tmp_path: Path, fixture: str) -> Path:
+    """A copy of migrations/ with one fixture revision on top of the real head."""
+    directory = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, directory, ignore=shutil.ignore_patterns("__pycache__"))
+    source = (FIXTURES / fixture).read_text()
+    (directory / "versions" / fixture).write_text(source.replace('"HEAD"', f'"{real_head()}"'))
+    return directory
+
+
+def test_every_revision_passes_squawk():
+    verdicts = lint()
+    assert verdicts, "no revision was linted"
+    rejected = [f"{v.path}:\n{v.report}" for v in verdicts if not v.ok]
+    assert not rejected, "\n\n".join(rejected)
+
+
+def test_squawk_rejects_a_revision_that_breaks_the_release_still_serving(tmp_path):
+    verdicts = {v.path.name: v for v in lint(migrations_with(tmp_path, "rename_column.py"))}
+    verdict = verdicts["rename_column.py"]
+    assert not verdict.ok
+    assert "renaming-column" in verdict.report and "rename_column.py" in verdict.report
+    assert all(v.ok for name, v in verdicts.items() if name != "rename_column.py")
+
+
+def test_a_statement_accepted_with_a_reason_passes_squawk(tmp_path):
+    verdicts = {v.path.name: v for v in lint(migrations_with(tmp_path, "drop_column_accepted.py"))}
+    assert verdicts["drop_column_accepted.py"].ok, verdicts["drop_column_accepted.py"].report
+
+
+@pytest.fixture
+def scratch_env(postgres, base_env):
+    """A database of its own, so the schema changes here never reach other tests."""
+    postgres.create_database("flaskstack_migration_safety")
+    url = base_env["DATABASE_URL"].rsplit("/", 1)[0] + "/flaskstack_migration_safety"
+    return {**base_env, "DATABASE_URL": url, "MIGRATION_LOCK_TIMEOUT": "1"}
+
+
+def hold_a_table_lock(url: str, until: threading.Event, ready: threading.Event) -> None:
+    """What a slow report of the live site does: a transaction that has read posts (ACCESS
+    SHARE, held until it ends) and stays open."""
+    connection = psycopg2.connect(url, application_name="slow-report")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM posts")
+            ready.set()
+            until.wait(60)
+        connection.rollback()
+    finally:
+        connection.close()
+
+
+def test_a_migration_behind_a_long_transaction_retries_then_names_it_and_applies_nothing(
+    scratch_env, tmp_path
+):
+    directory = str(migrations_with(tmp_path, "add_nullable_column.py"))
+    app = create_app(scratch_env)
+    with app.app_context():
+        upgrade_schema(attempts=1, first_delay=0, directory=str(MIGRATIONS_DIR))
+        db.engine.dispose()
+
+        release, ready = threading.Event(), threading.Event()
+        holder = threading.Thread(
+            target=hold_a_table_lock, args=(scratch_env["DATABASE_URL"], release, ready)
+        )
+        holder.start()
+        try:
+            assert ready.wait(10)
+            log = []
+            with pytest.raises(SchemaUpgradeBlockedError) as blocked:
+                upgrade_schema(attempts=2, first_delay=0.2, directory=directory, log=log.append)
+        finally:
+            release.set()
+            holder.join()
+        message = str(blocked.value)
+        assert "slow-report" in message and "SELECT count(*) FROM posts" in message, message
+        assert len(log) == 1 and "retrying" in log[0], log
+        db.engine.dispose()
+        with db.engine.connect() as connection:
+            version = connection.scalar(text("SELECT version_num FROM alembic_version"))
+            columns = {c["name"] for c in inspect(connection).get_columns("posts")}
+        assert version == real_head() and "summary" not in columns
+
+        # The transaction has ended: the same upgrade goes through at the first attempt.
+        assert upgrade_schema(attempts=2, first_delay=0.2, directory=directory) == 1
+        with db.engine.connect() as connection:
+            columns = {c["name"] for c in inspect(connection).get_columns("posts")}
+        assert "summary" in columns
+        db.engine.dispose()
