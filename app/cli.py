@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select
 
 from app.extensions import db
 from app.models import Comment, Post, User, utcnow
-from app.schema import SchemaUpgradeBlockedError, upgrade_schema
+from app.schema import SchemaUpgradeBlockedError, backfill, upgrade_schema
 from app.services import wait_for_services
 
 
@@ -106,6 +106,27 @@ def register(app: Flask) -> None:
         except SchemaUpgradeBlockedError as blocked:
             raise click.ClickException(str(blocked)) from None
         click.echo(f"schema is up to date ({taken} attempt{'s' if taken > 1 else ''})")
+
+    @app.cli.command("backfill")
+    @click.argument("table")
+    @click.option("--set", "assignment", required=True, help="SQL, e.g. 'headline = title'.")
+    @click.option("--where", "pending", required=True, help="SQL, e.g. 'headline IS NULL'.")
+    @click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True)
+    @click.option("--max-seconds", type=click.FloatRange(min=0), default=600, show_default=True)
+    @click.option("--pause", type=click.FloatRange(min=0), default=0.1, show_default=True,
+                  help="Seconds between batches.")  # fmt: skip
+    def backfill_command(table, assignment, pending, batch_size, max_seconds, pause) -> None:
+        """Fill a new column in batches (the second step of a rename): UPDATE TABLE SET … for
+        the rows WHERE … holds, BATCH_SIZE rows per transaction; exit status 3 when stopped by
+        --max-seconds with rows left (run it again to go on)."""
+        result = backfill(table, assignment, pending, batch_size, max_seconds, pause, click.echo)
+        state = "done" if result.finished else "rows left"
+        click.echo(
+            f"backfill {table}: {result.rows} rows in {result.batches} batches, "
+            f"{result.seconds:.1f} s, {state}"
+        )
+        if not result.finished:
+            raise SystemExit(3)
 
     @app.cli.command("wait-for-services")
     @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait in total.")

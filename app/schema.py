@@ -9,8 +9,10 @@ gives up and names the sessions that held locks the whole time, with their queri
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import flask_migrate
 from flask import current_app
@@ -101,3 +103,60 @@ def upgrade_schema(
             )
             time.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not a secret
             delay *= 2
+
+
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+@dataclass
+class BackfillResult:
+    rows: int
+    batches: int
+    seconds: float
+    finished: bool  # False: stopped by max_seconds with rows left; run it again to go on
+
+
+def backfill(
+    table: str,
+    assignment: str,
+    pending: str,
+    batch_size: int,
+    max_seconds: float,
+    pause: float,
+    log: Callable[[str], None] = print,
+) -> BackfillResult:
+    """`UPDATE table SET assignment` for the rows where `pending` holds, a batch of at most
+    batch_size rows (by id) per transaction, each under the migration lock and statement
+    timeouts, with a pause between batches so the live site's queries get the table in between.
+    Stops when no row is pending, or after max_seconds (resumable: `pending` says what is left).
+
+    `assignment` and `pending` are SQL written by the operator or a release's recipe, never
+    user input; the table name is checked."""
+    if not IDENTIFIER.match(table):
+        raise ValueError(f"not a plain table name: {table!r}")
+    settings = current_app.config
+    batch = text(
+        f"WITH batch AS (SELECT id FROM {table} WHERE {pending} "  # noqa: S608 - operator SQL
+        f"ORDER BY id LIMIT :batch_size FOR UPDATE) "
+        f"UPDATE {table} AS target SET {assignment} FROM batch WHERE target.id = batch.id"
+    )
+    started = time.monotonic()
+    rows = batches = 0
+    while True:
+        with db.engine.begin() as connection:
+            connection.execute(
+                text("SELECT set_config('lock_timeout', :lock, true), "
+                     "set_config('statement_timeout', :statement, true)"),
+                {"lock": f"{settings['MIGRATION_LOCK_TIMEOUT']}s",
+                 "statement": f"{settings['MIGRATION_STATEMENT_TIMEOUT']}s"},
+            )  # fmt: skip
+            done = connection.execute(batch, {"batch_size": batch_size}).rowcount
+        rows += done
+        batches += 1 if done else 0
+        elapsed = time.monotonic() - started
+        if done == 0:
+            return BackfillResult(rows, batches, elapsed, finished=True)
+        log(f"batch {batches}: {done} rows ({rows} in {elapsed:.1f} s)")
+        if elapsed >= max_seconds:
+            return BackfillResult(rows, batches, elapsed, finished=False)
+        time.sleep(pause)

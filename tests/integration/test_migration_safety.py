@@ -115,3 +115,26 @@ def test_a_migration_behind_a_long_transaction_retries_then_names_it_and_applies
             columns = {c["name"] for c in inspect(connection).get_columns("posts")}
         assert "summary" in columns
         db.engine.dispose()
+
+
+def test_backfill_fills_a_new_column_in_bounded_batches_and_resumes(scratch_env, tmp_path):
+    directory = str(migrations_with(tmp_path, "add_nullable_column.py"))
+    app = create_app(scratch_env)
+    runner = app.test_cli_runner()
+    with app.app_context():
+        upgrade_schema(attempts=1, first_delay=0, directory=directory)
+    assert runner.invoke(args=["seed", "--users", "1", "--posts", "10"]).exit_code == 0
+
+    backfill = ["backfill", "posts", "--set", "summary = left(body, 12)",
+                "--where", "summary IS NULL", "--batch-size", "4", "--pause", "0"]  # fmt: skip
+    stopped = runner.invoke(args=[*backfill, "--max-seconds", "0"])
+    assert stopped.exit_code == 3, stopped.output
+    assert "4 rows in 1 batches" in stopped.output and "rows left" in stopped.output
+
+    finished = runner.invoke(args=backfill)
+    assert finished.exit_code == 0, finished.output
+    assert "6 rows in 2 batches" in finished.output and "done" in finished.output
+    with app.app_context(), db.engine.connect() as connection:
+        summaries = connection.scalars(text("SELECT summary FROM posts ORDER BY id")).all()
+        db.engine.dispose()
+    assert summaries and all(s == "This is demo" for s in summaries), summaries
