@@ -21,6 +21,10 @@ from app.extensions import db, get_redis
 from app.models import User
 from tools.servers import MailSink, PostgresServer, RedisServer
 
+# The shared helpers of the other suites (tests/support) assert too: rewritten like a test's own
+# asserts, their failures show the values involved.
+pytest.register_assert_rewrite("support")
+
 STRONG_PASSWORD = "correct horse battery staple"
 CSRF_FIELD = re.compile(
     r'name="csrf_token" type="hidden" value="([^"]+)"|'

@@ -13,14 +13,18 @@ cd "$(dirname "$0")/.."
 topology="${1:-single}"
 # Order matters: the user flows and the second deploy (changed=0) run on the untouched stack,
 # then what ops do to it under load (deploys, rollback, renewal, kills, restarts, reboot; an app
-# host failing), then the audit scans.
+# host failing), backups, the hostile-input corpus (its last module checks the app's log over all
+# of it and prints the table), then the audit scans.
 case "$topology" in
   single)
     default_id=20
     tests=(tests/e2e/test_edge.py tests/e2e/test_user_flows.py tests/e2e/test_hardening.py
       tests/e2e/test_locks.py tests/e2e/test_operations.py tests/e2e/test_faults.py
       tests/e2e/test_backups.py
-      tests/e2e/test_hostile_input.py tests/e2e/test_scans.py)
+      tests/e2e/hostile/test_hostile_limits.py tests/e2e/hostile/test_hostile_edge.py
+      tests/e2e/hostile/test_hostile_sessions.py tests/e2e/hostile/test_hostile_input.py
+      tests/e2e/hostile/test_hostile_survival.py
+      tests/e2e/test_scans.py)
     ;;
   multi)
     default_id=21

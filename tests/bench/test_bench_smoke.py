@@ -91,10 +91,9 @@ def test_the_benchmark_leaves_no_namespace_directory_or_process_behind(smoke_run
     result, _ = smoke_run
     namespace = re.search(r"network namespace (\S+)", result.stdout)[1]
     work = re.search(r"work directory (\S+)", result.stdout)[1]
-    assert (
-        namespace
-        not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    )
+    # check=True: an `ip` that fails lists no namespace, which would pass for one removed.
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    assert namespace not in namespaces.stdout
     assert not Path(work).exists()
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         with contextlib.suppress(OSError):

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
+from support.https import https_client, names_resolved_to
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,24 +110,11 @@ def stack() -> Stack:
 def resolve_site_to_published_port(stack: Stack):
     """The test-side `curl --connect-to`: the site's names on 443 go to the published port."""
     names = {stack.site, f"www.{stack.site}"}
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        if host in names and int(port or 443) == 443:
-            return real(stack.https_host, stack.https_port, *args, **kwargs)
-        return real(host, port, *args, **kwargs)
-
-    socket.getaddrinfo = getaddrinfo
-    yield
-    socket.getaddrinfo = real
+    with names_resolved_to(names, stack.https_host, https_port=stack.https_port):
+        yield
 
 
 @pytest.fixture
 def browser(stack: Stack) -> requests.Session:
     """A fresh HTTPS client that trusts only Pebble's root, like a user's browser would."""
-    session = requests.Session()
-    # REQUESTS_CA_BUNDLE in the environment would otherwise replace the verify path below.
-    session.trust_env = False
-    session.verify = stack.ca_cert
-    session.headers["User-Agent"] = "flaskstack-compose-test"
-    return session
+    return https_client(stack.ca_cert, "flaskstack-compose-test")

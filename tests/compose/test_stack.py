@@ -14,44 +14,26 @@ import subprocess
 import time
 from pathlib import Path
 
+from support import tls
+from support.forms import SESSION_COOKIE, register, submit
+
 ROOT = Path(__file__).resolve().parents[2]
 SECURITY_HEADERS = ROOT / "nginx" / "snippets" / "security-headers.conf"
 NGINX_DEFAULTS = ROOT / "nginx" / "defaults.env"
-SESSION_COOKIE = "__Host-session"
 
 
 def served_certificate(stack, key: str = "ECDSA") -> dict[str, str]:
     """Serial and issuer of the certificate nginx serves for the site (ECDSA or RSA)."""
     sigalgs = {"ECDSA": "ecdsa_secp256r1_sha256", "RSA": "rsa_pss_rsae_sha256:rsa_pkcs1_sha256"}
-    handshake = subprocess.run(
-        ["openssl", "s_client", "-connect", stack.https_address, "-servername", stack.site,
-         "-sigalgs", sigalgs[key], "-CAfile", stack.ca_cert, "-verify_return_error"],
-        input="", capture_output=True, text=True, timeout=30,
+    text = tls.served_certificate(
+        stack.https_address, stack.site, stack.ca_cert, "-sigalgs", sigalgs[key],
+        "-verify_return_error",
     )  # fmt: skip
-    assert handshake.returncode == 0, handshake.stderr[-500:]
-    fields = subprocess.run(
-        ["openssl", "x509", "-noout", "-serial", "-issuer", "-ext", "subjectAltName"],
-        input=handshake.stdout, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
     return {
-        "serial": re.search(r"serial=(\w+)", fields).group(1),
-        "issuer": re.search(r"issuer=(.*)", fields).group(1),
-        "names": fields,
+        "serial": re.search(r"serial=(\w+)", text).group(1),
+        "issuer": re.search(r"Issuer: (.*)", text).group(1),
+        "names": text,
     }
-
-
-def csrf_token(html: str) -> str:
-    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)
-    assert match, "the form carries no CSRF token"
-    return match.group(1)
-
-
-def submit(browser, url: str, form_url: str | None = None, **fields):
-    """Fetch the form page, then post the form with its CSRF token and a same-origin Referer."""
-    page = browser.get(form_url or url, timeout=15)
-    assert page.status_code == 200, page.text[:500]
-    data = {"csrf_token": csrf_token(page.text), **fields}
-    return browser.post(url, data=data, headers={"Referer": page.url}, timeout=15)
 
 
 def snippet_headers() -> dict[str, str]:
@@ -104,13 +86,7 @@ def test_register_log_out_and_in_uses_session_and_database(stack, browser):
     assert home.status_code == 200
     assert "Set-Cookie" not in home.headers
 
-    name = "compose-" + secrets.token_hex(4)
-    password = secrets.token_urlsafe(16)
-    registered = submit(
-        browser, f"{stack.url}/register",
-        username=name, email=f"{name}@example.org", password=password, confirm=password,
-    )  # fmt: skip
-    assert registered.status_code == 200, registered.text[:500]
+    name, password = register(browser, stack.url, "compose-")
     cookie = next(c for c in browser.cookies if c.name == SESSION_COOKIE)
     assert cookie.secure and cookie.has_nonstandard_attr("HttpOnly")
 

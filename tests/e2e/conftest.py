@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import socket
+import shlex
 import subprocess
 import time
 from dataclasses import dataclass
@@ -17,8 +16,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from support.forms import register
+from support.https import https_client, names_resolved_to
+from support.tls import served_certificate
 
 ROOT = Path(__file__).resolve().parents[2]
+AGENT = "flaskstack-e2e"  # the User-Agent of the stage's HTTPS clients
 
 
 def sandbox_file() -> Path:
@@ -67,11 +70,24 @@ class Sandbox:
         deadline = time.monotonic() + timeout
         while True:
             grep = f"sudo grep -F -- '{text}' /var/log/nginx/access.log"
-            lines = self.ssh(self.edge, grep, check=False).stdout
+            found = self.ssh(self.edge, grep, check=False)
+            assert found.returncode in (0, 1), f"grep failed on the edge: {found.stderr}"
+            lines = found.stdout
             if lines or time.monotonic() > deadline:
                 assert lines, f"no line with {text!r} in nginx's access log after {timeout} s"
                 return lines
             time.sleep(0.25)
+
+    def journal(self, host: dict, unit: str, since: str) -> str:
+        """A unit's journal on a host since a time (journalctl's --since: "-10min", "@1700000000").
+        Fails the test if journalctl fails, so that an empty journal means one."""
+        command = f"sudo journalctl -u {unit} --since {shlex.quote(since)} --no-pager"
+        return self.ssh(host, command).stdout
+
+    def served_certificate(self, *openssl_args: str) -> str:
+        """The text form of the certificate the edge presents for the site's name."""
+        address = f"{self.edge['ip']}:443"
+        return served_certificate(address, self.domain, self.ca_cert, *openssl_args)
 
     def curl(self, *args: str, netns: str | None = None, check: bool = False):
         """curl with the site's name resolved to the edge host, trusting the ACME CA."""
@@ -91,7 +107,7 @@ class Sandbox:
         """Run tools/sandbox/sandbox.sh for this sandbox (restart a host, …)."""
         env = {**os.environ, "SANDBOX_ID": str(self.sandbox_id)}
         return subprocess.run(
-            [str(ROOT / "deploy" / "sandbox" / "sandbox.sh"), *args],
+            [str(ROOT / "tools" / "sandbox" / "sandbox.sh"), *args],
             capture_output=True, text=True, check=check, timeout=timeout, env=env,
         )  # fmt: skip
 
@@ -107,31 +123,14 @@ def sandbox() -> Sandbox:
 @pytest.fixture(scope="session", autouse=True)
 def resolve_site_to_edge(sandbox: Sandbox):
     """The test-side equivalent of `curl --resolve`: the site's names go to the edge host."""
-    names = {sandbox.domain, f"www.{sandbox.domain}"}
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host, *args, **kwargs):
-        return real(sandbox.edge["ip"] if host in names else host, *args, **kwargs)
-
-    socket.getaddrinfo = getaddrinfo
-    yield
-    socket.getaddrinfo = real
-
-
-def https_client(sandbox: Sandbox, agent: str = "flaskstack-e2e") -> requests.Session:
-    """An HTTPS client that trusts only the sandbox's ACME root, like a user's browser."""
-    session = requests.Session()
-    # Ignore the environment: REQUESTS_CA_BUNDLE would silently replace `verify`, and a proxy
-    # setting would send the sandbox's traffic elsewhere.
-    session.trust_env = False
-    session.verify = sandbox.ca_cert
-    session.headers["User-Agent"] = agent
-    return session
+    with names_resolved_to({sandbox.domain, f"www.{sandbox.domain}"}, sandbox.edge["ip"]):
+        yield
 
 
 @pytest.fixture
 def browser(sandbox: Sandbox) -> requests.Session:
-    return https_client(sandbox)
+    """A fresh HTTPS client that trusts only the sandbox's ACME root, like a user's browser."""
+    return https_client(sandbox.ca_cert, AGENT)
 
 
 @dataclass
@@ -148,18 +147,10 @@ def member(sandbox: Sandbox) -> Member:
     Every test request comes from one address, and login, registration and token creation share
     a rate limit per address (app and nginx): the stage registers one member and makes one token.
     """
-    from test_user_flows import submit
+    web = https_client(sandbox.ca_cert, AGENT)
+    username, password = register(web, sandbox.url, "member-")
 
-    username = "member-" + secrets.token_hex(4)
-    password = secrets.token_urlsafe(16)
-    web = https_client(sandbox)
-    registered = submit(
-        web, f"{sandbox.url}/register",
-        username=username, email=f"{username}@example.org", password=password, confirm=password,
-    )  # fmt: skip
-    assert registered.status_code == 200, registered.text[:500]
-
-    api = https_client(sandbox)
+    api = https_client(sandbox.ca_cert, AGENT)
     token = api.post(f"{sandbox.url}/api/v1/tokens",
                      json={"username": username, "password": password}, timeout=15)  # fmt: skip
     assert token.status_code == 201, token.text

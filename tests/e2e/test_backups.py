@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from load import WriteLoad
+from support.load import WriteLoad
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKUP_DIR = "/var/backups/flaskstack"  # the role's default (backup_dir)
@@ -126,7 +126,8 @@ def test_retention_keeps_only_the_newest_backups(sandbox, db_host):
     kept = host_backups(sandbox, db_host)
     assert kept == sorted(f"{n}.{ext}" for n in names[1:] for ext in ("dump", "json")), kept
     # No temporary file is left, and a nonsensical count is refused with a reason.
-    assert sandbox.ssh(db_host, f"sudo ls -A {BACKUP_DIR} | grep partial", check=False).stdout == ""
+    listing = sandbox.ssh(db_host, f"sudo ls -A {BACKUP_DIR}").stdout.split()
+    assert [name for name in listing if "partial" in name] == []
     refused = sandbox.ssh(db_host, "sudo flaskstack-backup --keep 0", check=False)
     assert refused.returncode != 0 and "to keep must be 1 or more" in refused.stderr, refused.stderr
     assert host_backups(sandbox, db_host) == kept
@@ -232,5 +233,6 @@ def test_a_damaged_dump_is_refused_before_the_app_stops(sandbox, db_host, tmp_pa
     print(next(line for line in output.splitlines() if line.startswith("restore: flaskstack")))
     web_after = sandbox.ssh(db_host, "systemctl show -p InvocationID --value flaskstack-web")
     assert web_after.stdout == web_before.stdout, "the app was stopped for a damaged dump"
-    leftovers = sandbox.ssh(db_host, f"sudo ls -A {BACKUP_DIR} | grep restore", check=False)
-    assert leftovers.stdout == "", "the upload was not removed"
+    listing = sandbox.ssh(db_host, f"sudo ls -A {BACKUP_DIR}").stdout.split()
+    leftovers = [name for name in listing if "restore" in name]
+    assert leftovers == [], "the upload was not removed"

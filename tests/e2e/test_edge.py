@@ -11,21 +11,6 @@ import subprocess
 import pytest
 
 
-def served_certificate(sandbox, *openssl_args: str) -> str:
-    """The text form of the certificate the edge presents for the site's name."""
-    handshake = subprocess.run(
-        ["openssl", "s_client", "-connect", f"{sandbox.edge['ip']}:443",
-         "-servername", sandbox.domain, "-CAfile", sandbox.ca_cert, *openssl_args],
-        input="", capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    assert "Verify return code: 0 (ok)" in handshake.stdout, handshake.stdout[-2000:]
-    decoded = subprocess.run(
-        ["openssl", "x509", "-noout", "-text", "-serial"],
-        input=handshake.stdout, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return decoded.stdout
-
-
 def test_https_speaks_http2_over_tls13_with_the_acme_certificate(sandbox):
     result = sandbox.curl(
         "--http2", "-o", "/dev/null", "-w", "%{http_version} %{response_code} %{ssl_verify_result}",
@@ -37,7 +22,7 @@ def test_https_speaks_http2_over_tls13_with_the_acme_certificate(sandbox):
 
 
 def test_certificate_is_issued_by_the_acme_ca_for_the_domain(sandbox):
-    text = served_certificate(sandbox)
+    text = sandbox.served_certificate()
     assert re.search(r"Issuer: .*Pebble", text), text
     assert f"DNS:{sandbox.domain}" in text and f"DNS:www.{sandbox.domain}" in text
 
@@ -46,7 +31,7 @@ def test_certificate_is_issued_by_the_acme_ca_for_the_domain(sandbox):
 def test_ecdsa_and_rsa_certificates_are_served_side_by_side(sandbox, key_type):
     # TLS 1.2 lets the client pick the certificate type by cipher suite.
     cipher = {"ECDSA": "ECDHE-ECDSA-AES128-GCM-SHA256", "RSA": "ECDHE-RSA-AES128-GCM-SHA256"}
-    text = served_certificate(sandbox, "-tls1_2", "-cipher", cipher[key_type])
+    text = sandbox.served_certificate("-tls1_2", "-cipher", cipher[key_type])
     expected = "id-ecPublicKey" if key_type == "ECDSA" else "rsaEncryption"
     assert f"Public Key Algorithm: {expected}" in text
 
@@ -249,11 +234,9 @@ def test_nginx_and_the_app_log_a_request_under_the_same_id(sandbox, browser):
     nginx_line = sandbox.nginx_log_lines(path)
     assert f"rid={request_id}" in nginx_line, nginx_line
     app_lines = "".join(
-        sandbox.ssh(
-            host,
-            f"sudo journalctl -u flaskstack-web --since -10min --no-pager | grep -F -- '{path}'",
-            check=False,
-        ).stdout
+        line + "\n"
         for host in sandbox.hosts_in("app")
+        for line in sandbox.journal(host, "flaskstack-web", "-10min").splitlines()
+        if path in line
     )
     assert f"rid={request_id}" in app_lines, app_lines

@@ -46,7 +46,7 @@ def scan(sandbox, tmp_path_factory) -> ScanRun:
     results = tmp_path_factory.mktemp("scan")
     # The sandbox fixture says where the site is; pass it on rather than let scan.sh look again.
     argv = [
-        str(ROOT / "deploy" / "scan" / "scan.sh"), "--out", str(results),
+        str(ROOT / "tools" / "scan" / "scan.sh"), "--out", str(results),
         "--ip", sandbox.edge["ip"], "--ca-cert", sandbox.ca_cert, sandbox.domain,
     ]  # fmt: skip
     run = subprocess.run(argv, capture_output=True, text=True, timeout=900)

@@ -6,36 +6,12 @@ import re
 import secrets
 
 import pytest
-
-SESSION_COOKIE = "__Host-session"
-
-
-def csrf_token(html: str) -> str:
-    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)
-    assert match, "the form carries no CSRF token"
-    return match.group(1)
-
-
-def submit(browser, url: str, form_url: str | None = None, **fields):
-    """Fetch the page holding the form, then post it with its CSRF token, as a browser would.
-
-    Over HTTPS Flask-WTF also wants a same-origin Referer, which browsers send by default.
-    """
-    page = browser.get(form_url or url, timeout=15)
-    assert page.status_code == 200, page.text[:500]
-    data = {"csrf_token": csrf_token(page.text), **fields}
-    return browser.post(url, data=data, headers={"Referer": page.url}, timeout=15)
+from support.forms import SESSION_COOKIE, register, submit
 
 
 @pytest.fixture
 def user(sandbox, browser):
-    name = "e2e-" + secrets.token_hex(4)
-    password = secrets.token_urlsafe(16)
-    registered = submit(
-        browser, f"{sandbox.url}/register",
-        username=name, email=f"{name}@example.org", password=password, confirm=password,
-    )  # fmt: skip
-    assert registered.status_code == 200, registered.text[:500]
+    name, password = register(browser, sandbox.url, "e2e-")
     return {"username": name, "password": password}
 
 

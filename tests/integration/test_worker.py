@@ -12,9 +12,10 @@ from app.tasks import get_queue
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_worker(env: dict[str, str]) -> subprocess.CompletedProcess:
+def run_worker(env: dict[str, str], wait: int = 10) -> subprocess.CompletedProcess:
+    """`python -m app.worker --burst`, waiting up to `wait` seconds for Postgres and Redis."""
     return subprocess.run(
-        [sys.executable, "-m", "app.worker", "--burst", "--wait", "10"],
+        [sys.executable, "-m", "app.worker", "--burst", "--wait", str(wait)],
         cwd=REPO,
         env={**os.environ, **env},
         capture_output=True,
@@ -72,14 +73,7 @@ def test_a_comment_deleted_before_the_job_runs_sends_nothing(
 def test_the_worker_exits_when_services_stay_down(env, redis_server):
     redis_server.stop()
     try:
-        worker = subprocess.run(
-            [sys.executable, "-m", "app.worker", "--burst", "--wait", "1"],
-            cwd=REPO,
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        worker = run_worker(env, wait=1)
     finally:
         redis_server.start()
     assert worker.returncode == 1

@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 import requests
-from load import WriteLoad
+from support.load import WriteLoad
 
 BEFORE_STOP = 6  # seconds of load with every app host up
 AFTER_STOP = 12  # seconds of load after the host is off
