@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from support.https import https_client, names_resolved_to
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -32,6 +32,9 @@ readonly FIREWALL_TAG=flaskstack-compose-test
 readonly HTTP_PUBLISH=127.0.0.1:18080
 readonly HTTPS_PUBLISH=127.0.0.1:18443
 readonly SITE_HOST=flaskstack.test
+# The nginx stand-in is Debian trixie's nginx, not the official nginx image docker-compose.yml
+# names, and is tagged as what it is; the stack uses it through NGINX_IMAGE (write_env).
+readonly NGINX_STANDIN=flaskstack-test/nginx-debian:trixie
 
 export DOCKER_HOST="unix://$RUN_DIR/docker.sock"
 # The Compose plugin lives in our own config dir, not in the machine's docker setup.
@@ -195,7 +198,7 @@ standin_images() {
       python) tag=python:3.13-slim-trixie ;;
       postgres) tag=postgres:17 ;;
       redis) tag=redis:8 ;;
-      nginx) tag=nginx:1.28 ;;
+      nginx) tag=$NGINX_STANDIN ;;
       pebble) tag=flaskstack-test/pebble:latest ;;
     esac
     DOCKER_BUILDKIT=1 "$docker" build --quiet --tag "$tag" "$context/$name" >/dev/null
@@ -253,6 +256,7 @@ HTTPS_PORT=$HTTPS_PUBLISH
 FRONTEND_SUBNET=$FRONTEND_SUBNET
 CERT_WATCH_INTERVAL=3
 IMAGE_TAG=test
+NGINX_IMAGE=$NGINX_STANDIN
 GUNICORN_WORKERS=2
 PEBBLE_DIR=$work/pebble
 EOF

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from support.forms import register
 from support.https import https_client, names_resolved_to
 from support.tls import served_certificate

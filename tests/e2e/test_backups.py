@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from support.load import WriteLoad
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,6 +6,7 @@ import re
 import secrets
 
 import pytest
+
 from support.forms import SESSION_COOKIE, register, submit
 
 

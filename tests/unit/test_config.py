@@ -112,6 +112,31 @@ def test_numbers_and_flags_are_parsed():
     assert settings["RATELIMIT_ENABLED"] is False
 
 
+def test_an_empty_variable_means_the_default():
+    """Compose passes `${NAME:-}` and .env-template leaves every value empty."""
+    names = ("SESSION_LIFETIME", "SMTP_HOST", "SMTP_PORT", "SMTP_STARTTLS", "MAIL_FROM",
+             "LOG_LEVEL", "SITE_URL", "APP_HOST_HEADER", "RATELIMIT_ENABLED", "LOGIN_RATE_LIMIT",
+             "PAGE_SIZE", "MIGRATION_LOCK_TIMEOUT", "MIGRATION_STATEMENT_TIMEOUT")  # fmt: skip
+    empty = load_settings({**GOOD_PRODUCTION, **dict.fromkeys(names, ""), "APP_ENV": ""})
+    assert empty == load_settings(GOOD_PRODUCTION)
+
+
+@pytest.mark.parametrize(
+    ("site_url", "mail_from"),
+    [
+        ("https://blog.example.org", "flaskstack <noreply@blog.example.org>"),
+        ("http://localhost:8000", "flaskstack <noreply@localhost>"),
+        ("http://127.0.0.1:8000", "flaskstack <noreply@localhost>"),
+        ("http://[::1]:8000", "flaskstack <noreply@localhost>"),
+    ],
+)
+def test_the_default_sender_is_at_the_sites_own_name(site_url, mail_from):
+    settings = load_settings({**GOOD_PRODUCTION, "SITE_URL": site_url})
+    assert settings["MAIL_FROM"] == mail_from
+    explicit = load_settings({**GOOD_PRODUCTION, "SITE_URL": site_url, "MAIL_FROM": "a <b@c.d>"})
+    assert explicit["MAIL_FROM"] == "a <b@c.d>"
+
+
 @pytest.mark.parametrize(
     ("url", "expected"),
     [

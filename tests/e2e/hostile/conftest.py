@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import pytest
 import requests
+
 from support.forms import auth_post, submit
 from support.https import https_client
 from support.ledger import Ledger

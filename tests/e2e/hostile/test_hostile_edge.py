@@ -10,6 +10,7 @@ import socket
 import ssl
 
 import pytest
+
 from support.ledger import check_answer, closed_without_answer, one_answer
 from support.raw_http import ANSWER_TIMEOUT, exchange, request_bytes, tls_context
 

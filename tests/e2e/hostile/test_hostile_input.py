@@ -4,6 +4,7 @@ mean something to SQL, HTML, Jinja, printf or a shell (stored and shown as text,
 from __future__ import annotations
 
 from markupsafe import escape
+
 from support.forms import auth_post, csrf_token, submit
 from support.ledger import check_answer, one_answer
 from support.raw_http import ANSWER_TIMEOUT, request_bytes

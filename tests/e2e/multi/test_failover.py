@@ -13,6 +13,7 @@ from collections import Counter
 
 import pytest
 import requests
+
 from support.load import WriteLoad
 
 BEFORE_STOP = 6  # seconds of load with every app host up
