@@ -1,0 +1,163 @@
+"""The figures of issue 8 in one table: what each measures (which server, which URL, under what
+load), the figure its ratio is taken against and the target of that ratio; and the profiles
+(how long each load runs). tools/bench/README.md explains them; bench.py measures them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from tools.bench.results import Figure, Target
+
+# Load shapes. App figures: 16 clients, one request at a time each (16 busy browsers);
+# nginx-only figures: enough parallel streams to saturate nginx, not the app.
+APP_CLIENTS = 16
+EDGE_CLIENTS, EDGE_STREAMS = 32, 8
+LATENCY_CLIENTS = 8
+# New connections of each kind per round when measuring handshakes (full, resumed, no TLS
+# alternate round by round).
+HANDSHAKE_ROUND = 50
+COMPRESSED = "gzip, deflate, br"  # the accept-encoding of a browser
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    duration: int  # seconds per measured run
+    warmup: int  # seconds of load before each measured run
+    repetitions: int
+    small_posts: int
+    large_posts: int
+    handshakes: int  # new TLS connections per handshake measurement
+
+
+FULL = Profile(
+    "full",
+    duration=10,
+    warmup=2,
+    repetitions=3,
+    small_posts=1000,
+    large_posts=100_000,
+    handshakes=2000,
+)
+SMOKE = Profile(
+    "smoke", duration=1, warmup=1, repetitions=1, small_posts=1000, large_posts=2000, handshakes=200
+)
+
+
+@dataclass(frozen=True)
+class Load:
+    """Requests for one URL: h2load (HTTP/2 over TLS) through nginx, or wrk (HTTP/1.1) straight
+    to gunicorn on APP_ADDRESS."""
+
+    path: str  # with `fingerprinted`, the static file's name in the release's manifest
+    via: str = "nginx"  # or "gunicorn"
+    clients: int = APP_CLIENTS  # connections, each a client
+    streams: int = 1  # requests in flight per connection
+    compressed: bool = False  # accept-encoding: COMPRESSED
+    logged_in: bool = False  # with the bench user's session cookie
+    fingerprinted: bool = False
+    half_rate_of: str | None = None  # a fixed rate: half that figure's median req/s in all
+    posts: str = "small"  # the database it reads: Profile.small_posts or large_posts posts
+
+    def on(self, posts: str) -> Load:
+        """The same requests on the other database."""
+        return replace(self, posts=posts)
+
+
+@dataclass(frozen=True)
+class Connections:
+    """New connections to nginx, one request each, while it serves one certificate."""
+
+    certificate: str  # "ecdsa" or "rsa"
+    resume: bool | None  # a resumed TLS 1.3 handshake, a full one, or None: no TLS (port 80)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One row of the table. Placeholders in `name` and `note` are filled when the figure is
+    measured ({small}, {large}: post counts; {workers}: gunicorn's worker count, …)."""
+
+    key: str
+    name: str
+    unit: str = "req/s"
+    baseline: str | None = None  # the figure it is divided by
+    target: Target | None = None
+    measures: Load | Connections | None = None  # None: memory (11)
+    note: str = ""
+
+    def figure(self, **values) -> Figure:
+        name, note = self.name.format(**values), self.note.format(**values)
+        return Figure(self.key, name, self.unit, self.baseline, self.target, note)
+
+
+def at_least(ratio: float) -> Target:
+    return Target(">=", ratio, "ratio")
+
+
+def at_most(ratio: float) -> Target:
+    return Target("<=", ratio, "ratio")
+
+
+REQ, CONN = "req/s", "ms CPU/conn"
+EDGE = {"clients": EDGE_CLIENTS, "streams": EDGE_STREAMS}
+CSS = Load("css/site.css", fingerprinted=True, compressed=True, **EDGE)
+PAGE = Load("/", compressed=True)
+LOGGED_IN_PAGE = Load("/", compressed=True, logged_in=True)
+API = Load("/api/v1/posts", compressed=True)
+
+FIGURES = (
+    # key, name, unit, baseline (the figure it is divided by), target, what it measures
+    Spec("1", "ceiling: nginx fixed 200", REQ, None, None, Load("/__bench/ceiling", **EDGE)),
+    Spec("2", "bare app: gunicorn /healthz", REQ, None, None, Load("/healthz", via="gunicorn")),
+    Spec("3", "proxied app: nginx → /healthz", REQ, "2", at_least(0.85), Load("/healthz")),
+    Spec("4", "static: fingerprinted CSS", REQ, "1", at_least(0.85), CSS),
+    Spec("5", "anonymous page /", REQ, "2", at_least(0.40), PAGE),
+    Spec("6", "logged-in page /", REQ, "5", at_least(0.85), LOGGED_IN_PAGE),
+    Spec("7", "API list /api/v1/posts", REQ, "2", at_least(0.40), API),
+    Spec(
+        "8",
+        "latency of 5 at half its max",
+        REQ,
+        None,
+        Target("<=", 25, "p99_ms"),
+        Load("/", clients=LATENCY_CLIENTS, compressed=True, half_rate_of="5"),
+        note="{clients} clients × {rate} req/s = {offered} req/s offered (half of 5's median)",
+    ),
+    # 5 and 7 again, on a database of small_posts and on one of large_posts.
+    Spec("9a", "anonymous page / at {small} posts", REQ, None, None, PAGE),
+    Spec("9b", "anonymous page / at {large} posts", REQ, "9a", at_least(0.90), PAGE.on("large")),
+    Spec("9c", "API list at {small} posts", REQ, None, None, API),
+    Spec("9d", "API list at {large} posts", REQ, "9c", at_least(0.90), API.on("large")),
+    Spec(
+        "10a",
+        "TLS 1.3 full handshake, ECDSA",
+        CONN,
+        "10b",
+        at_most(0.85),
+        Connections("ecdsa", resume=False),
+        note="nginx workers' time on a CPU over {connections} new connections, one request "
+        "each, the kinds alternating in rounds of {round}",
+    ),
+    Spec("10b", "TLS 1.3 full handshake, RSA", CONN, None, None, Connections("rsa", False)),
+    Spec("10c", "TLS 1.3 resumed, ECDSA", CONN, "10a", at_most(0.60), Connections("ecdsa", True)),
+    # No target: shows what resumption saves where the signature is expensive.
+    Spec("10d", "TLS 1.3 resumed, RSA", CONN, "10b", None, Connections("rsa", True)),
+    # No target: the part of 10a-10d that is not TLS at all (TCP, HTTP, the log line).
+    Spec("10e", "no TLS: plain HTTP, same request", CONN, "10a", None, Connections("ecdsa", None)),
+    Spec("11a", "memory: gunicorn master RSS", "MB"),
+    Spec(
+        "11b",
+        "memory: {workers} workers RSS each",
+        "MB",
+        note="all workers: RSS {rss:.0f} MB, PSS {pss:.0f} MB "
+        "(PSS shares copy-on-write pages between processes)",
+    ),
+)
+SPECS = {spec.key: spec for spec in FIGURES}
+
+# The figures in the order bench.py measures them, a group at a time.
+THROUGHPUT = ("1", "2", "3", "4", "5", "6", "7")
+LATENCY = ("8",)
+PROFILED = ("3", "5", "6", "7")  # with --py-spy: the app figures behind nginx
+GROWTH = ("9a", "9b", "9c", "9d")
+HANDSHAKES = ("10a", "10b", "10c", "10d", "10e")
