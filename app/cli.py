@@ -105,7 +105,8 @@ def register(app: Flask) -> None:
             taken = upgrade_schema(attempts, first_delay, log=click.echo)
         except SchemaUpgradeBlockedError as blocked:
             raise click.ClickException(str(blocked)) from None
-        click.echo(f"schema is up to date ({taken} attempt{'s' if taken > 1 else ''})")
+        if taken:
+            click.echo(f"schema is up to date ({taken} attempt{'s' if taken > 1 else ''})")
 
     @app.cli.command("backfill")
     @click.argument("table")

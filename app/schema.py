@@ -15,6 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import flask_migrate
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from flask import current_app
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
@@ -71,6 +74,21 @@ def lock_holders() -> list[str]:
     ]
 
 
+def revisions_unknown_here(directory: str | None) -> list[str]:
+    """The database's current revisions that this release's migrations do not contain."""
+    config = current_app.extensions["migrate"].migrate.get_config(directory)
+    scripts = ScriptDirectory.from_config(config)
+    with db.engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_heads()
+    unknown = []
+    for revision in current:
+        try:
+            scripts.get_revision(revision)
+        except CommandError:  # "No such revision"
+            unknown.append(revision)
+    return unknown
+
+
 def upgrade_schema(
     attempts: int,
     first_delay: float,
@@ -78,7 +96,14 @@ def upgrade_schema(
     log: Callable[[str], None] = print,
 ) -> int:
     """Apply the pending revisions (of `directory`, default the app's migrations); returns how
-    many attempts it took."""
+    many attempts it took, 0 when the database is ahead of this release."""
+    ahead = revisions_unknown_here(directory)
+    if ahead:
+        # A rollback, or a restore, put an older release on a schema a later release expanded:
+        # expand-only migrations are what keeps it working there, so there is nothing to do.
+        log(f"the database is at revision {', '.join(ahead)}, from a later release than this "
+            "one: left as it is (the previous release runs on the expanded schema)")  # fmt: skip
+        return 0
     delay = first_delay
     attempt = 0
     while True:

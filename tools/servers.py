@@ -170,7 +170,7 @@ class PostgresServer(ThrowawayServer):
         )
         admin.autocommit = True
         with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             cursor.execute(f"CREATE DATABASE {name}")
         admin.close()
 

@@ -21,10 +21,12 @@ import time
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 
 from support.load import WriteLoad
 
 ROOT = Path(__file__).resolve().parents[2]
+FIXTURE_MIGRATIONS = ROOT / "tests" / "fixtures" / "migrations"
 WRITERS = 4
 # After the fault is over (the command that ends it has returned), the stack must serve every
 # request started this many seconds later, without anyone intervening.
@@ -153,15 +155,22 @@ def deploy_records(sandbox) -> list[dict]:
     return [json.loads(line) for line in log.splitlines() if line]
 
 
-def build_variant(tmp_path: Path, marker: str, broken: bool = False) -> str:
+def build_variant(
+    tmp_path: Path, marker: str, broken: bool = False, migration: str | None = None
+) -> str:
     """A release built from a copy of this work tree with one visible change (a marker in every
-    page's footer) or broken (the WSGI module raises on import). Returns the archive's path."""
+    page's footer), broken (the WSGI module raises on import), and/or with a migration from
+    tests/fixtures/migrations on top of the real history. Returns the archive's path."""
     tree = tmp_path / "tree"
     ignore = shutil.ignore_patterns(".venv", ".build", ".sandbox*", "node_modules", "__pycache__")
     shutil.copytree(ROOT, tree, ignore=ignore, symlinks=True)
     base = tree / "app" / "templates" / "base.html"
     base.write_text(base.read_text().replace("</footer>", f"<!-- {marker} --></footer>", 1))
     assert marker in base.read_text(), "the page template has no footer to mark"
+    if migration:
+        head = ScriptDirectory(str(ROOT / "migrations")).get_current_head()
+        revision = (FIXTURE_MIGRATIONS / migration).read_text().replace('"HEAD"', f'"{head}"')
+        (tree / "migrations" / "versions" / migration).write_text(revision)
     if broken:
         wsgi = tree / "app" / "wsgi.py"
         wsgi.write_text(wsgi.read_text() + '\nraise RuntimeError("a broken release")\n')
@@ -191,13 +200,15 @@ def releases() -> dict[str, str]:
 
 def test_deploying_a_new_release_fails_no_request(sandbox, member, load, table, releases,
                                                   tmp_path):  # fmt: skip
+    """Release N+1 expands the schema (a nullable column, a new table, an index built
+    concurrently) while N serves; N keeps serving on it until the switch."""
     releases["first"] = live_release(sandbox)
     marker = f"release-marker-{load.tag}"
-    archive = build_variant(tmp_path, marker)
+    archive = build_variant(tmp_path, marker, migration="expand_release.py")
     with load:
         result = deploy(sandbox, "-e", f"app_release_archive={archive}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    table.add("deploy a new release", load, check_writes(sandbox, load), None)
+    table.add("deploy N+1 with an expand migration", load, check_writes(sandbox, load), None)
     assert load.failures() == {}, load.per_second()
     releases["second"] = live_release(sandbox)
     assert releases["second"] != releases["first"]
@@ -205,6 +216,25 @@ def test_deploying_a_new_release_fails_no_request(sandbox, member, load, table, 
     record = deploy_records(sandbox)[-1]
     assert record["action"] == "deploy" and record["release"] == releases["second"]
     assert record["previous"] == releases["first"] and record["by"], record
+    assert expanded_schema(sandbox) == ["f1x7re000004", "post_tags", "subtitle", "true"]
+
+
+def expanded_schema(sandbox) -> list[str]:
+    """What release N+1's migration left: the revision, the table, the column, a valid index."""
+    db_host = sandbox.hosts_in("db")[0]
+    query = (
+        "SELECT version_num FROM alembic_version UNION ALL "
+        "SELECT to_regclass('post_tags')::text UNION ALL "
+        "SELECT column_name::text FROM information_schema.columns "
+        "WHERE table_name = 'posts' AND column_name = 'subtitle' UNION ALL "
+        "SELECT indisvalid::text FROM pg_index "
+        "WHERE indexrelid = to_regclass('ix_posts_author_created')"
+    )
+    result = sandbox.ssh(
+        db_host, f'sudo -u postgres psql -XAt -d flaskstack -c "{query}"', check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
 
 
 def test_a_release_that_fails_its_trial_is_never_switched_to(sandbox, load, table, releases,
@@ -231,9 +261,11 @@ def test_rollback_goes_back_to_the_previous_release_and_fails_no_request(
     with load:
         result = deploy(sandbox, playbook="ansible/rollback.yml")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    table.add("make rollback", load, check_writes(sandbox, load), None)
+    table.add("make rollback to N, on N+1's schema", load, check_writes(sandbox, load), None)
     assert load.failures() == {}, load.per_second()
     assert live_release(sandbox) == releases["first"]
+    # The database is not rolled back: release N serves on the expanded schema.
+    assert expanded_schema(sandbox)[0] == "f1x7re000004"
     assert "release-marker-" not in home_page(sandbox, member)
     record = deploy_records(sandbox)[-1]
     assert record["action"] == "rollback" and record["previous"] == releases["second"], record

@@ -114,6 +114,11 @@ def test_a_migration_behind_a_long_transaction_retries_then_names_it_and_applies
         with db.engine.connect() as connection:
             columns = {c["name"] for c in inspect(connection).get_columns("posts")}
         assert "summary" in columns
+
+        # make rollback: the previous release, which lacks that revision, leaves the schema be.
+        log = []
+        assert upgrade_schema(attempts=1, first_delay=0, log=log.append) == 0
+        assert "from a later release" in log[0] and "f1x7re000003" in log[0], log
         db.engine.dispose()
 
 
@@ -134,7 +139,24 @@ def test_backfill_fills_a_new_column_in_bounded_batches_and_resumes(scratch_env,
     finished = runner.invoke(args=backfill)
     assert finished.exit_code == 0, finished.output
     assert "6 rows in 2 batches" in finished.output and "done" in finished.output
-    with app.app_context(), db.engine.connect() as connection:
-        summaries = connection.scalars(text("SELECT summary FROM posts ORDER BY id")).all()
+    with app.app_context():
+        with db.engine.connect() as connection:
+            summaries = connection.scalars(text("SELECT summary FROM posts ORDER BY id")).all()
         db.engine.dispose()
     assert summaries and all(s == "This is demo" for s in summaries), summaries
+
+
+def test_the_expand_fixture_of_the_fault_suite_passes_squawk_and_applies(scratch_env, tmp_path):
+    directory = migrations_with(tmp_path, "expand_release.py")
+    verdicts = {v.path.name: v for v in lint(directory)}
+    assert verdicts["expand_release.py"].ok, verdicts["expand_release.py"].report
+    app = create_app(scratch_env)
+    with app.app_context():
+        assert upgrade_schema(attempts=1, first_delay=0, directory=str(directory)) == 1
+        with db.engine.connect() as connection:
+            valid = connection.scalar(
+                text("SELECT indisvalid FROM pg_index WHERE indexrelid = CAST(:name AS regclass)"),
+                {"name": "ix_posts_author_created"},
+            )
+        db.engine.dispose()
+    assert valid is True
