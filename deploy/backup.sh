@@ -10,13 +10,11 @@
 # when the backup or the copy fails.
 set -euo pipefail
 
-repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo_dir"
 
-die() { echo "backup: $*" >&2; exit 2; }
+ops_command=backup
 
 # shellcheck source=deploy/ops-common.sh
-source deploy/ops-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/ops-common.sh"
 require_inventory "make backup INVENTORY=ansible/inventories/<name>"
 find_ansible_playbook
 

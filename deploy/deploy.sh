@@ -11,12 +11,10 @@
 # Exits non-zero when the build or the playbook fails; the summary is printed either way.
 set -euo pipefail
 
-repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo_dir"
 
-die() { echo "deploy: $*" >&2; exit 2; }
+ops_command=deploy
 # shellcheck source=deploy/ops-common.sh
-source deploy/ops-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/ops-common.sh"
 
 require_inventory "make deploy INVENTORY=ansible/inventories/<name> (see ansible/inventories/production.example)"
 playbook="${PLAYBOOK:-ansible/site.yml}"

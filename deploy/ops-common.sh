@@ -1,7 +1,13 @@
 # shellcheck shell=bash disable=SC2034,SC2154
-# (the variables it sets are used by its callers; repo_dir is set by them)
+# (the variables it sets are used by its callers; ops_command is set by them)
 # Sourced by the ops commands that run a playbook against an inventory (deploy.sh, backup.sh,
-# restore.sh): the checks and settings they share. The caller sets repo_dir and die() first.
+# restore.sh): the checks and settings they share. The caller names itself in ops_command
+# first; from here on it runs in the repository's root.
+
+repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_dir" || exit 2
+
+die() { echo "${ops_command}: $*" >&2; exit 2; }
 
 # INVENTORY must name an inventory directory or file; $1 is how to call the command.
 require_inventory() {

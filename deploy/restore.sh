@@ -14,12 +14,9 @@
 # ANSIBLE_PLAYBOOK and the vault as for deploy/deploy.sh.
 set -euo pipefail
 
-repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-
-die() { echo "restore: $*" >&2; exit 2; }
-cd "$repo_dir"
+ops_command=restore
 # shellcheck source=deploy/ops-common.sh
-source deploy/ops-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/ops-common.sh"
 require_inventory "make restore INVENTORY=ansible/inventories/<name> BACKUP=…"
 [[ -n "${BACKUP:-}" ]] ||
   die "BACKUP is not set: make restore INVENTORY=… BACKUP=backups/<inventory>/<name>.dump"

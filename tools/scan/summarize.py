@@ -70,13 +70,21 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
+def start_verdict(results: Path, key: str, tool: str, bar: str) -> tuple[Verdict, dict | None]:
+    """A scanner's verdict, not passed yet, and its JSON report (<key>.json), or None with the
+    problem noted when the scanner wrote none (its output is in <key>.log or <key>.txt)."""
+    log = "sslyze.txt" if key == "sslyze" else f"{key}.log"
+    verdict = Verdict(key, tool, None, None, bar, False, raw=[f"{key}.json", log])
+    report = read_json(results / f"{key}.json")
+    if report is None:
+        verdict.problems.append(f"{tool} wrote no readable JSON: see {log}")
+    return verdict, report
+
+
 def testssl_verdict(results: Path, test_ca: bool) -> Verdict:
     bar = f"A+, score ≥ {TESTSSL_MIN_SCORE}, no grade cap, no warnings"
-    verdict = Verdict("testssl", "testssl.sh", None, None, bar, False,
-                      raw=["testssl.json", "testssl.log"])  # fmt: skip
-    report = read_json(results / "testssl.json")
+    verdict, report = start_verdict(results, "testssl", "testssl.sh", bar)
     if report is None:
-        verdict.problems.append("testssl.sh wrote no readable JSON: see testssl.log")
         return verdict
     verdict.name = f"testssl.sh {report.get('version', '').strip()}".strip()
     for problem in report.get("clientProblem1", []):
@@ -133,10 +141,8 @@ def testssl_verdict(results: Path, test_ca: bool) -> Verdict:
 
 def sslyze_verdict(results: Path) -> Verdict:
     bar = 'Mozilla "intermediate" compliant'
-    verdict = Verdict("sslyze", "sslyze", None, None, bar, False, raw=["sslyze.json", "sslyze.txt"])
-    report = read_json(results / "sslyze.json")
+    verdict, report = start_verdict(results, "sslyze", "sslyze", bar)
     if report is None:
-        verdict.problems.append("sslyze wrote no readable JSON: see sslyze.txt")
         return verdict
     verdict.name = f"sslyze {report.get('sslyze_version', '')}".strip()
     for invalid in report.get("invalid_server_strings", []):
@@ -169,14 +175,11 @@ def sslyze_verdict(results: Path) -> Verdict:
 
 def observatory_verdict(results: Path) -> Verdict:
     bar = f"A+, score ≥ {OBSERVATORY_MIN_SCORE}"
-    verdict = Verdict("observatory", "HTTP Observatory", None, None, bar, False,
-                      raw=["observatory.json", "observatory.log"])  # fmt: skip
+    verdict, report = start_verdict(results, "observatory", "HTTP Observatory", bar)
     version = read_json(results / "observatory.version.json") or {}
     if version.get("version"):
         verdict.name = f"HTTP Observatory {version['version']}"
-    report = read_json(results / "observatory.json")
     if report is None:
-        verdict.problems.append("the Observatory wrote no readable JSON: see observatory.log")
         return verdict
     if report.get("error"):
         verdict.problems.append(f"scan failed: {report['error']}")
