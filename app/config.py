@@ -3,10 +3,15 @@
 Everything the app needs comes from environment variables (documented in `.env-template`);
 `load_settings()` turns them into a flat dict for `app.config` and refuses unsafe production
 settings with a one-line `ConfigError` that names the variable.
+
+The defaults live here and nowhere else: an unset or empty variable means the value below.
+`.env-template`, Compose and the Ansible role pass on only what the operator set or what the
+deployment derives (tests/unit/test_settings_complete.py keeps the four in step).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from datetime import timedelta
@@ -127,6 +132,22 @@ def limiter_storage_uri(redis_url: str) -> str:
     return redis_url
 
 
+def log_level(env: Mapping[str, str]) -> str:
+    """LOG_LEVEL, for the app's logging and gunicorn's (deploy/gunicorn.conf.py) alike."""
+    return (env.get("LOG_LEVEL") or "INFO").strip().upper()
+
+
+def default_mail_from(site_url: str) -> str:
+    """A sender at the site's own name, so mail relays and SPF see the domain they expect;
+    localhost when the site is an address (development's 127.0.0.1)."""
+    host = urlsplit(site_url).hostname or "localhost"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return f"flaskstack <noreply@{host}>"
+    return "flaskstack <noreply@localhost>"
+
+
 def _check_production(env: Mapping[str, str]) -> None:
     secret_key = env.get("SECRET_KEY", "")
     if secret_key.lower() in KNOWN_DEFAULT_SECRETS or len(secret_key) < MIN_SECRET_KEY_LENGTH:
@@ -159,6 +180,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict:
     database_url = env.get("DATABASE_URL") or "postgresql://flaskstack@127.0.0.1:5432/flaskstack"
     redis_url = env.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     session_lifetime = _int(env, "SESSION_LIFETIME", 14 * 24 * 3600, minimum=60)
+    site_url = (env.get("SITE_URL") or "http://127.0.0.1:8000").rstrip("/")
 
     return {
         "APP_ENV": app_env,
@@ -166,8 +188,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict:
         # Errors always go through the error handlers (503 for outages), tests included.
         "PROPAGATE_EXCEPTIONS": False,
         "SECRET_KEY": env.get("SECRET_KEY") or "insecure-development-key-" + app_env,
-        "SITE_URL": (env.get("SITE_URL") or "http://127.0.0.1:8000").rstrip("/"),
-        "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
+        "SITE_URL": site_url,
+        "LOG_LEVEL": log_level(env),
         "APP_HOST_HEADER": _bool(env.get("APP_HOST_HEADER")),
         # Request size: forms and JSON are small; anything larger is refused with 413.
         "MAX_CONTENT_LENGTH": 1024 * 1024,
@@ -218,7 +240,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict:
         "SMTP_USERNAME": env.get("SMTP_USERNAME", ""),
         "SMTP_PASSWORD": env.get("SMTP_PASSWORD", ""),
         "SMTP_STARTTLS": _bool(env.get("SMTP_STARTTLS")),
-        "MAIL_FROM": env.get("MAIL_FROM") or "flaskstack <noreply@localhost>",
+        "MAIL_FROM": env.get("MAIL_FROM") or default_mail_from(site_url),
         # Pagination
         "PAGE_SIZE": _int(env, "PAGE_SIZE", 20),
         # Migrations (migrations/env.py, `flask upgrade-schema`), in seconds: how long one may

@@ -1,7 +1,8 @@
 """Template helpers for the post lists, the busiest pages.
 
-A list page made ~45 `url_for` calls (two per row), a sixth of its time in cProfile, and
-Jinja calls methods such as `isoformat()` on each row through its slower `context.call`.
+A list page made two `url_for` calls per row, a large share of its time in cProfile (figures:
+tools/bench/README.md, "Where it stands"), and Jinja calls methods such as `isoformat()` on each
+row through its slower `context.call`.
 `link()` is `url_for` for a route with one variable: the URL is the same text around the
 value, so the text is built once per route (by `url_for` itself: the routes stay the one
 source of truth) and filled in per row. The date filters are plain calls.

@@ -9,15 +9,20 @@
 #   anything else runs as given, e.g. `flask --app app create-admin NAME EMAIL`
 #
 # Every role first waits for Postgres and Redis with bounded exponential backoff
-# (WAIT_FOR_SERVICES_TIMEOUT seconds, default 60), so start-up order and a slow database
-# never crash-loop the container; after the timeout it exits non-zero and says why.
+# (WAIT_FOR_SERVICES_TIMEOUT seconds; unset or empty: `flask wait-for-services`' own default),
+# so start-up order and a slow database never crash-loop the container; after the timeout it
+# exits non-zero and says why. .env-template documents both variables.
 set -euo pipefail
 
 readonly STATIC_SOURCE=/srv/flaskstack/app/static
 readonly STATIC_TARGET=/srv/static
 
 wait_for_services() {
-  flask --app app wait-for-services --timeout "${WAIT_FOR_SERVICES_TIMEOUT:-60}"
+  local args=()
+  if [[ -n "${WAIT_FOR_SERVICES_TIMEOUT:-}" ]]; then
+    args=(--timeout "$WAIT_FOR_SERVICES_TIMEOUT")
+  fi
+  flask --app app wait-for-services "${args[@]}"
 }
 
 migrate() {
