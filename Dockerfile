@@ -44,7 +44,8 @@ RUN groupadd --gid 10002 certbot \
     && install -d -o certbot -g certbot -m 0755 \
         /etc/letsencrypt /var/lib/letsencrypt /var/log/letsencrypt /var/www/acme
 COPY --from=builder /opt/certbot /opt/certbot
-COPY deploy/compose/certbot.sh deploy/compose/local_certificates.py /opt/flaskstack/
+COPY deploy/compose/certbot.sh deploy/compose/local_certificates.py deploy/certbot/certificates.env \
+    /opt/flaskstack/
 ENV PATH=/opt/certbot/bin:$PATH
 # Numeric, so a runtime can check "not root" without reading the image's /etc/passwd.
 USER 10002:10002

@@ -112,6 +112,12 @@ rollback: venv ## Switch the app hosts back to the previous release (or RELEASE=
 	@INVENTORY="$(INVENTORY)" PLAYBOOK=ansible/rollback.yml ROLLBACK_RELEASE="$(RELEASE)" \
 	  deploy/deploy.sh $(if $(RELEASE),-e rollback_release=$(RELEASE))
 
+# Only the stdout callback: ansible.cfg's task-timing table says nothing when no task reaches a host.
+.PHONY: settings
+settings: venv ## Each host's settings as a deploy resolves and checks them, without connecting (INVENTORY=…)
+	@ANSIBLE_CONFIG=ansible/ansible.cfg ANSIBLE_CALLBACKS_ENABLED=ansible.builtin.default \
+	  ansible-playbook -i "$(or $(INVENTORY),$(SANDBOX_INVENTORY))" ansible/settings.yml
+
 .PHONY: releases
 releases: venv ## The releases on each app host and the last deploys (INVENTORY=…, default: the sandbox)
 	@ANSIBLE_CONFIG=ansible/ansible.cfg ansible app -i "$(or $(INVENTORY),$(SANDBOX_INVENTORY))" \

@@ -11,14 +11,20 @@
 #                   `certbot renew` every RENEW_INTERVAL seconds (ARI decides when to renew)
 #   TLS_MODE=local  no ACME: certificates from a local CA kept in the volume
 #                   (/etc/letsencrypt/local-ca/root.pem, import it to trust https://localhost)
+#
+# The key types, certbot's options for each, the webroot and the default ACME server come from
+# certificates.env beside this script (deploy/certbot/certificates.env, which Ansible reads too).
 set -euo pipefail
 
 : "${SITE_HOST:?SITE_HOST must name the site, e.g. example.org or localhost}"
 : "${TLS_CERT_NAME:?TLS_CERT_NAME must name the certificate lineage}"
+# shellcheck source=deploy/certbot/certificates.env
+source "$(dirname "${BASH_SOURCE[0]}")/certificates.env"
 readonly LIVE=/etc/letsencrypt/live
-readonly WEBROOT=/var/www/acme
-readonly ACME_SERVER="${ACME_SERVER:-https://acme-v02.api.letsencrypt.org/directory}"
+readonly WEBROOT="$ACME_WEBROOT"
+readonly ACME_SERVER="${ACME_SERVER:-$DEFAULT_ACME_SERVER}"
 readonly RENEW_INTERVAL="${RENEW_INTERVAL:-43200}"
+read -r -a key_types <<<"$CERT_KEY_TYPES"
 read -r -a aliases <<<"${SITE_ALIASES:-}"
 
 log() { echo "certbot.sh: $*"; }
@@ -38,18 +44,23 @@ obtain() {
   else
     args+=(--register-unsafely-without-email)
   fi
-  case "$key_type" in
-    ecdsa) args+=(--key-type ecdsa --elliptic-curve secp256r1) ;;
-    rsa) args+=(--key-type rsa --rsa-key-size 2048) ;;
-  esac
+  # certbot's options for this key type: CERT_KEY_ARGS_ECDSA, CERT_KEY_ARGS_RSA.
+  local key_args_name="CERT_KEY_ARGS_${key_type^^}" key_args
+  read -r -a key_args <<<"${!key_args_name}"
+  args+=("${key_args[@]}")
   certbot "${args[@]}"
+}
+
+obtain_all() {
+  local key_type
+  for key_type in "${key_types[@]}"; do obtain "$key_type" || return 1; done
 }
 
 # The first certificates: nginx may still be starting, DNS may still be propagating. Retry
 # with a doubling delay capped at an hour, which stays far below the CA's failure rate limits.
 obtain_with_backoff() {
   local delay=10
-  until obtain ecdsa && obtain rsa; do
+  until obtain_all; do
     log "could not obtain the certificates yet; retrying in ${delay}s"
     sleep "$delay"
     delay=$((delay * 2 > 3600 ? 3600 : delay * 2))

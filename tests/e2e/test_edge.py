@@ -94,7 +94,7 @@ def test_only_ssh_http_and_https_answer_from_another_host(sandbox):
             assert {80, 443}.isdisjoint(open_tcp_ports(sandbox, host["ip"], candidates)), host
 
 
-APP_UNIX_SOCKET = "/run/flaskstack-web.sock"  # group_vars/all.yml: app_unix_socket
+APP_UNIX_SOCKET = "/run/flaskstack-web.sock"  # roles/flaskstack/defaults/main.yml: app_unix_socket
 
 
 def test_nginx_reaches_its_own_hosts_app_through_a_unix_socket_only_nginx_may_use(sandbox):
