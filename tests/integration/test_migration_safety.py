@@ -27,12 +27,15 @@ def real_head() -> str:
     return ScriptDirectory.from_config(config).get_current_head()
 
 
-def migrations_with(tmp_path: Path, fixture: str) -> Path:
-    """A copy of migrations/ with one fixture revision on top of the real head."""
+def migrations_with(tmp_path: Path, *fixtures: str) -> Path:
+    """A copy of migrations/ with fixture revisions on top of the real head (the first one's
+    down_revision is "HEAD"; the others name their parents)."""
     directory = tmp_path / "migrations"
-    shutil.copytree(MIGRATIONS_DIR, directory, ignore=shutil.ignore_patterns("__pycache__"))
-    source = (FIXTURES / fixture).read_text()
-    (directory / "versions" / fixture).write_text(source.replace('"HEAD"', f'"{real_head()}"'))
+    if not directory.exists():
+        shutil.copytree(MIGRATIONS_DIR, directory, ignore=shutil.ignore_patterns("__pycache__"))
+    for fixture in fixtures:
+        source = (FIXTURES / fixture).read_text().replace('"HEAD"', f'"{real_head()}"')
+        (directory / "versions" / fixture).write_text(source)
     return directory
 
 
@@ -160,3 +163,65 @@ def test_the_expand_fixture_of_the_fault_suite_passes_squawk_and_applies(scratch
             )
         db.engine.dispose()
     assert valid is True
+
+
+# What each release of the rename reads and writes (the worked example in the README).
+RELEASE_SQL = {
+    0: ["SELECT title FROM posts",
+        "INSERT INTO posts (author_id, title, body, created_at) "
+        "SELECT id, 'by release 0', 'body', now() FROM users LIMIT 1"],
+    1: ["SELECT title FROM posts",
+        "INSERT INTO posts (author_id, title, headline, body, created_at) "
+        "SELECT id, 'by release 1', 'by release 1', 'body', now() FROM users LIMIT 1"],
+    2: ["SELECT headline FROM posts",
+        "INSERT INTO posts (author_id, title, headline, body, created_at) "
+        "SELECT id, 'by release 2', 'by release 2', 'body', now() FROM users LIMIT 1"],
+    3: ["SELECT headline FROM posts",
+        "INSERT INTO posts (author_id, headline, body, created_at) "
+        "SELECT id, 'by release 3', 'body', now() FROM users LIMIT 1"],
+}  # fmt: skip
+
+
+def serve(release: int) -> None:
+    """The statements of a release, as it serves: they must work on the schema as it is."""
+    with db.engine.begin() as connection:
+        for statement in RELEASE_SQL[release]:
+            connection.execute(text(statement))
+
+
+def test_a_rename_in_releases_never_breaks_the_release_still_serving(scratch_env, tmp_path):
+    app = create_app(scratch_env)
+    runner = app.test_cli_runner()
+    with app.app_context():
+        upgrade_schema(attempts=1, first_delay=0, directory=str(MIGRATIONS_DIR))
+    assert runner.invoke(args=["seed", "--users", "1", "--posts", "5"]).exit_code == 0
+
+    steps = [  # (the release whose migration runs, its revision file or None)
+        (1, "rename_1_add_headline.py"),
+        (2, None),
+        (3, "rename_3_title_optional.py"),
+        (4, "rename_4_drop_title.py"),
+    ]
+    with app.app_context():
+        for release, fixture in steps:
+            if fixture:
+                directory = migrations_with(tmp_path, fixture)
+                verdicts = {v.path.name: v for v in lint(directory)}
+                assert verdicts[fixture].ok, verdicts[fixture].report
+                upgrade_schema(attempts=1, first_delay=0, directory=str(directory))
+            serve(release - 1)  # the previous release, still serving during the switch
+            if release == 1:
+                backfill = runner.invoke(args=[
+                    "backfill", "posts", "--set", "headline = title",
+                    "--where", "headline IS NULL", "--pause", "0",
+                ])  # fmt: skip
+                assert backfill.exit_code == 0, backfill.output
+            if release in RELEASE_SQL:
+                serve(release)
+        with db.engine.connect() as connection:
+            headlines = connection.scalars(text("SELECT headline FROM posts")).all()
+            columns = {c["name"] for c in inspect(connection).get_columns("posts")}
+        db.engine.dispose()
+    assert "title" not in columns
+    # 5 seeded posts and 7 written by the releases as they served; none lost its headline.
+    assert len(headlines) == 5 + 7 and all(headlines), headlines
