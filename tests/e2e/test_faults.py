@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -156,19 +158,20 @@ def deploy_records(sandbox) -> list[dict]:
 
 
 def build_variant(
-    tmp_path: Path, marker: str, broken: bool = False, migration: str | None = None
+    tmp_path: Path, marker: str, broken: bool = False, migrations: tuple[str, ...] = ()
 ) -> str:
     """A release built from a copy of this work tree with one visible change (a marker in every
-    page's footer), broken (the WSGI module raises on import), and/or with a migration from
-    tests/fixtures/migrations on top of the real history. Returns the archive's path."""
+    page's footer), broken (the WSGI module raises on import), and/or with migrations from
+    tests/fixtures/migrations on top of the real history (the first one's parent is the real
+    head). Returns the archive's path."""
     tree = tmp_path / "tree"
     ignore = shutil.ignore_patterns(".venv", ".build", ".sandbox*", "node_modules", "__pycache__")
     shutil.copytree(ROOT, tree, ignore=ignore, symlinks=True)
     base = tree / "app" / "templates" / "base.html"
     base.write_text(base.read_text().replace("</footer>", f"<!-- {marker} --></footer>", 1))
     assert marker in base.read_text(), "the page template has no footer to mark"
-    if migration:
-        head = ScriptDirectory(str(ROOT / "migrations")).get_current_head()
+    head = ScriptDirectory(str(ROOT / "migrations")).get_current_head()
+    for migration in migrations:
         revision = (FIXTURE_MIGRATIONS / migration).read_text().replace('"HEAD"', f'"{head}"')
         (tree / "migrations" / "versions" / migration).write_text(revision)
     if broken:
@@ -204,7 +207,7 @@ def test_deploying_a_new_release_fails_no_request(sandbox, member, load, table, 
     concurrently) while N serves; N keeps serving on it until the switch."""
     releases["first"] = live_release(sandbox)
     marker = f"release-marker-{load.tag}"
-    archive = build_variant(tmp_path, marker, migration="expand_release.py")
+    archive = build_variant(tmp_path, marker, migrations=("expand_release.py",))
     with load:
         result = deploy(sandbox, "-e", f"app_release_archive={archive}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
@@ -277,6 +280,88 @@ def test_rollback_goes_back_to_the_previous_release_and_fails_no_request(
     lines = listing.stdout.splitlines()
     assert any(releases["first"] in line and "live" in line for line in lines), listing.stdout
     assert any(releases["second"] in line and "previous" in line for line in lines), listing.stdout
+
+
+BULK_COMMENTS = 1_000_000
+# Seconds of load before the heavy deploy: the baseline its latency is compared with.
+BASELINE = 10
+
+
+def psql(sandbox, sql: str, **variables) -> str:
+    """Run SQL as postgres in the app's database on the db host, with psql variables (:name,
+    :'name' in the SQL); returns its unaligned output."""
+    db_host = sandbox.hosts_in("db")[0]
+    assigned = " ".join(f"-v {name}={shlex.quote(str(value))}" for name, value in variables.items())
+    command = f"sudo -u postgres psql -X -q -At -v ON_ERROR_STOP=1 {assigned} -d flaskstack"
+    argv = sandbox.ssh_argv(db_host, command)
+    result = subprocess.run(argv, input=sql, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def watch_index_builds(sandbox, flag: str) -> subprocess.Popen:
+    """On the db host, print the time (epoch) every 0.1 s while a CREATE INDEX CONCURRENTLY runs,
+    until the flag file is removed (or 15 minutes pass)."""
+    query = (
+        "SELECT extract(epoch FROM clock_timestamp()) FROM pg_stat_activity "
+        "WHERE query ILIKE 'CREATE INDEX CONCURRENTLY%' AND pid <> pg_backend_pid()"
+    )
+    loop = (
+        f"touch {flag}; end=$(($(date +%s) + 900)); "
+        f"while [ -e {flag} ] && [ $(date +%s) -lt $end ]; do "
+        f'sudo -u postgres psql -XAt -d flaskstack -c "{query}"; sleep 0.1; done'
+    )
+    argv = sandbox.ssh_argv(sandbox.hosts_in("db")[0], loop)
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def p99(seconds: list[float]) -> float:
+    return statistics.quantiles(seconds, n=100, method="inclusive")[98] if len(seconds) > 1 else 0
+
+
+def test_a_heavy_migration_under_load_fails_no_request(sandbox, member, load, table, tmp_path):
+    """Release N+2 builds an index concurrently on comments, the table the load writes to,
+    filled to a million rows first: no request fails, and the latency during the build is
+    printed beside the latency before it (no timing is asserted)."""
+    bulk_post = psql(sandbox, """
+        INSERT INTO posts (author_id, title, body, created_at)
+        SELECT id, 'bulk', 'a million comments', now() FROM users WHERE username = :'username'
+        RETURNING id;
+        """, username=member.username).split()[0]  # fmt: skip
+    try:
+        psql(sandbox, """
+            INSERT INTO comments (post_id, author_id, body, created_at)
+            SELECT p.id, p.author_id, 'bulk comment ' || g, now() - g * interval '1 s'
+            FROM posts p, generate_series(1, :rows) g WHERE p.id = :post;
+            ANALYZE comments;
+            """, post=bulk_post, rows=BULK_COMMENTS)  # fmt: skip
+        archive = build_variant(tmp_path, f"heavy-{load.tag}",
+                                migrations=("expand_release.py", "heavy_index.py"))  # fmt: skip
+        flag = f"~/flaskstack-watch-{load.tag}"
+        watcher = watch_index_builds(sandbox, flag)
+        with load:
+            time.sleep(BASELINE)
+            deploy_started = load.clock()
+            wall_offset = time.time() - load.clock()
+            result = deploy(sandbox, "-e", f"app_release_archive={archive}")
+        sandbox.ssh(sandbox.hosts_in("db")[0], f"rm -f {flag}")
+        seen, errors = watcher.communicate(timeout=60)
+    finally:
+        cleanup = "DELETE FROM comments WHERE post_id = :post; DELETE FROM posts WHERE id = :post;"
+        psql(sandbox, cleanup + " VACUUM comments;", post=bulk_post)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    times = [float(line) - wall_offset for line in seen.split()]
+    assert times, f"the index build was never seen running: {errors[-500:]}"
+    built_from, built_to = min(times), max(times)
+    before = [r.seconds for r in load.requests if r.ok and r.started < deploy_started]
+    during = [r.seconds for r in load.requests if built_from <= r.started <= built_to]
+    label = (
+        f"index on {BULK_COMMENTS:,} comments: p99 {p99(before) * 1000:.0f} ms before, "
+        f"{p99(during) * 1000:.0f} ms during ({len(during)} req, {built_to - built_from:.1f} s)"
+    )
+    table.add(label, load, check_writes(sandbox, load), None)
+    assert load.failures() == {}, load.per_second()
+    assert expanded_schema(sandbox)[0] == "f1x7re000005"
 
 
 # ---- the edge ----------------------------------------------------------------------------------
