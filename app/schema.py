@@ -53,6 +53,27 @@ def accept_lint(rule: str, reason: str) -> None:
         context.impl.output_buffer.write(f"-- squawk-ignore {rule} -- {reason}\n")
 
 
+def create_index_concurrently(name: str, table: str, columns: list[str], **options) -> None:
+    """In a revision: build an index without blocking writes, re-runnable. CONCURRENTLY cannot
+    run in a transaction, so a build that failed (a lock timeout, a duplicate) is not rolled
+    back: it leaves an INVALID index that IF NOT EXISTS would then take for done. Such a
+    leftover is dropped first."""
+    from alembic import op
+
+    context = op.get_context()
+    with context.autocommit_block():
+        if not context.as_sql:
+            invalid = op.get_bind().scalar(
+                text("SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
+                {"name": name},
+            )
+            if invalid:
+                op.drop_index(name, table_name=table, postgresql_concurrently=True)
+        op.create_index(
+            name, table, columns, postgresql_concurrently=True, if_not_exists=True, **options
+        )
+
+
 class SchemaUpgradeBlockedError(RuntimeError):
     """The upgrade waited for locks in every attempt; the message names who held them."""
 

@@ -12,6 +12,7 @@ import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from app import MIGRATIONS_DIR, create_app
 from app.extensions import db
@@ -227,3 +228,31 @@ def test_a_rename_in_releases_never_breaks_the_release_still_serving(scratch_env
     assert "title" not in columns
     # 5 seeded posts and 7 written by the releases as they served; none lost its headline.
     assert len(headlines) == 5 + 7 and all(headlines), headlines
+
+
+def test_a_concurrent_index_build_that_failed_before_is_rebuilt(scratch_env, tmp_path):
+    """A failed CREATE INDEX CONCURRENTLY leaves an INVALID index behind; the re-run drops it
+    and builds the index the revision asks for, instead of taking the leftover for done."""
+    app = create_app(scratch_env)
+    runner = app.test_cli_runner()
+    with app.app_context():
+        upgrade_schema(attempts=1, first_delay=0, directory=str(MIGRATIONS_DIR))
+    assert runner.invoke(args=["seed", "--users", "1", "--posts", "2"]).exit_code == 0
+    with app.app_context():
+        with db.engine.connect() as connection:
+            connection.execute(text("UPDATE posts SET title = 'same'"))
+            connection.commit()
+            autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+            with pytest.raises(IntegrityError):  # a duplicate: the build fails half-way
+                autocommit.execute(text(
+                    "CREATE UNIQUE INDEX CONCURRENTLY ix_posts_author_created ON posts (title)"
+                ))  # fmt: skip
+        directory = migrations_with(tmp_path, "expand_release.py")
+        assert upgrade_schema(attempts=1, first_delay=0, directory=str(directory)) == 1
+        with db.engine.connect() as connection:
+            valid, definition = connection.execute(text(
+                "SELECT indisvalid, pg_get_indexdef(indexrelid) FROM pg_index "
+                "WHERE indexrelid = to_regclass('ix_posts_author_created')"
+            )).one()  # fmt: skip
+        db.engine.dispose()
+    assert valid and "author_id, created_at" in definition, definition
