@@ -174,6 +174,9 @@ def build_variant(
     for migration in migrations:
         revision = (FIXTURE_MIGRATIONS / migration).read_text().replace('"HEAD"', f'"{head}"')
         (tree / "migrations" / "versions" / migration).write_text(revision)
+        # A release holds the tracked files only: track it in the copy's index.
+        subprocess.run(["git", "-C", str(tree), "add", f"migrations/versions/{migration}"],
+                       check=True, capture_output=True)  # fmt: skip
     if broken:
         wsgi = tree / "app" / "wsgi.py"
         wsgi.write_text(wsgi.read_text() + '\nraise RuntimeError("a broken release")\n')
