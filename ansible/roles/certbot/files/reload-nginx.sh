@@ -10,3 +10,5 @@ echo "renewed ${RENEWED_LINEAGE:-a certificate}: validating the nginx configurat
 nginx -t -q
 systemctl reload nginx
 echo "nginx reloaded"
+# The renewed files are the host's new normal for the file integrity check (roles/base).
+systemctl start --no-block flaskstack-integrity-baseline.service
