@@ -143,6 +143,10 @@ restore: venv ## Check a backup by restoring it (INTO=scratch), or INTO=live: ma
 	@INVENTORY="$(INVENTORY)" BACKUP="$(BACKUP)" INTO="$(INTO)" KEEP="$(KEEP)" CONFIRM="$(CONFIRM)" \
 	  deploy/restore.sh
 
+.PHONY: audit
+audit: venv ## Host audits: Lynis, ssh-audit and systemd-analyze security on every host, one table (INVENTORY=…)
+	@INVENTORY="$(or $(INVENTORY),$(SANDBOX_INVENTORY))" deploy/audit.sh
+
 .PHONY: bench
 bench: venv ## Measure the stack against its own ceilings (~10 min); table + .build/bench/results.json
 	@tools/bench/bench.sh
