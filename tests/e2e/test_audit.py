@@ -1,0 +1,54 @@
+"""`make audit` as an auditor runs it: Lynis, ssh-audit and systemd-analyze security on every host.
+
+The stage's last module: ssh-audit's unfinished handshakes may earn this machine a short
+penalty from OpenSSH 10.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The units each group brings, so that "no unit above the bar" can never hold vacuously.
+UNITS_BY_GROUP = {
+    "edge": {"nginx.service", "flaskstack-cert-renewal.service", "flaskstack-cert-expiry.service"},
+    "app": {"flaskstack-web.service", "flaskstack-worker.service"},
+    "db": {"postgresql@17-main.service", "flaskstack-backup.service"},
+    "cache": {"redis-server.service"},
+}
+EVERY_HOST = {"flaskstack-integrity.service", "flaskstack-integrity-baseline.service"}
+
+
+def test_every_host_passes_lynis_ssh_audit_and_systemd_analyze(sandbox):
+    inventory = sandbox.spec["inventory"]
+    run = subprocess.run(
+        [str(ROOT / "deploy" / "audit.sh")], env={**os.environ, "INVENTORY": inventory},
+        capture_output=True, text=True, timeout=1800, cwd=ROOT,
+    )  # fmt: skip
+    print(run.stdout, run.stderr)
+    # Named as deploy/ops-common.sh names an inventory's directories.
+    slug = re.sub(r"[^A-Za-z0-9.-]", "_", os.path.relpath(ROOT / inventory, ROOT))
+    summary = json.loads((ROOT / ".build" / "audit" / slug / "summary.json").read_text())
+    assert summary["min_index"] == 80 and summary["max_exposure"] == 2.5
+    assert set(summary["hosts"]) == {host["name"] for host in sandbox.hosts}
+    for host in sandbox.hosts:
+        audit = summary["hosts"][host["name"]]
+        expected = EVERY_HOST.union(*(UNITS_BY_GROUP[group] for group in host["groups"]))
+        assert expected <= set(audit["units"]), (host["name"], sorted(audit["units"]))
+        assert audit["problems"] == [], (host["name"], audit["problems"])
+    assert run.returncode == 0
+
+
+def test_the_audit_leaves_no_trace(sandbox):
+    for host in sandbox.hosts:
+        lynis = sandbox.ssh(host, "dpkg-query --show --showformat='${db:Status-Status}' lynis",
+                            check=False).stdout  # fmt: skip
+        assert lynis in ("", "not-installed"), (host["name"], lynis)
+        leftovers = sandbox.ssh(host, "sudo ls /var/log/lynis.log /var/log/lynis-report.dat "
+                                "/etc/lynis 2>/dev/null; true").stdout  # fmt: skip
+        assert leftovers == "", (host["name"], leftovers)
