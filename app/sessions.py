@@ -8,7 +8,7 @@ first before_request hook re-raises it inside normal request handling, where it 
 
 from __future__ import annotations
 
-from flask import Flask, Request, request
+from flask import Flask, Request, Response, request, session
 from flask_session.redis import RedisSessionInterface
 
 from app.errors import SERVICE_ERRORS
@@ -33,6 +33,16 @@ def raise_session_error() -> None:
         raise error
 
 
+def mark_personal_responses_private(response: Response) -> Response:
+    """A response built from a session (a logged-in page, a flash message, a form with its CSRF
+    token) or from credentials is for one person only: shared caches (nginx's microcache,
+    nginx/snippets/microcache.conf) must never store it. An anonymous page leaves the session
+    empty and unmodified, so it stays cacheable."""
+    if session or session.modified or "Authorization" in request.headers:
+        response.cache_control.private = True
+    return response
+
+
 def init_app(app: Flask) -> None:
     """Install the session interface; settings come from the SESSION_* config keys."""
     app.session_interface = ResilientRedisSessionInterface(
@@ -43,3 +53,4 @@ def init_app(app: Flask) -> None:
         sid_length=32,
     )
     app.before_request(raise_session_error)
+    app.after_request(mark_personal_responses_private)

@@ -22,6 +22,19 @@ def test_anonymous_visitor_reads_posts_without_getting_a_cookie(client, auth, ma
     assert "Log in</a> to comment" in client.get("/posts/1").get_data(as_text=True)
 
 
+def test_answers_built_from_a_session_or_credentials_are_private(app, client, auth, make_user):
+    """nginx's microcache stores what is not private: only anonymous answers may be."""
+    make_user("carol")
+    assert "private" not in client.get("/").headers.get("Cache-Control", "")
+    # Sent to the login page with a flash message, kept in a new session.
+    flashed = client.get("/posts/new")
+    assert flashed.status_code == 302 and "private" in flashed.headers["Cache-Control"]
+    auth.login("carol")
+    assert "private" in client.get("/").headers["Cache-Control"]
+    with_credentials = app.test_client().get("/", headers={"Authorization": "Bearer unknown"})
+    assert "private" in with_credentials.headers["Cache-Control"]
+
+
 def test_a_new_user_registers_writes_and_edits_a_post(client, auth):
     response = auth.register("alice", follow=True)
     assert response.status_code == 200
