@@ -9,12 +9,16 @@ from app.extensions import db, get_redis, limiter
 
 bp = Blueprint("health", __name__)
 
+# A probe must see the process as it is now: never an answer a cache kept (nginx's microcache
+# would otherwise store a 200 for a second).
+LIVE = {"Cache-Control": "no-store"}
+
 
 @bp.get("/healthz")
 @limiter.exempt
-def healthz() -> dict:
+def healthz() -> tuple[dict, int, dict]:
     """The process answers; touches nothing else, so it stays cheap and never flaps."""
-    return {"status": "ok"}
+    return {"status": "ok"}, 200, LIVE
 
 
 def check_services() -> dict[str, str]:
@@ -36,7 +40,7 @@ def check_services() -> dict[str, str]:
 
 @bp.get("/readyz")
 @limiter.exempt
-def readyz() -> tuple[dict, int]:
+def readyz() -> tuple[dict, int, dict]:
     results = check_services()
     ready = all(value == "ok" for value in results.values())
-    return {"status": "ready" if ready else "unavailable", **results}, 200 if ready else 503
+    return {"status": "ready" if ready else "unavailable", **results}, 200 if ready else 503, LIVE

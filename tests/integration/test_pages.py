@@ -35,6 +35,11 @@ def test_answers_built_from_a_session_or_credentials_are_private(app, client, au
     assert "private" in with_credentials.headers["Cache-Control"]
 
 
+def test_health_probes_are_never_stored_by_a_cache(client):
+    for path in ("/healthz", "/readyz"):
+        assert client.get(path).headers["Cache-Control"] == "no-store", path
+
+
 def test_a_new_user_registers_writes_and_edits_a_post(client, auth):
     response = auth.register("alice", follow=True)
     assert response.status_code == 200

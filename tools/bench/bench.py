@@ -39,6 +39,7 @@ from tools.bench.figures import (
     PROFILED,
     SMOKE,
     SPECS,
+    SPIKE_CLIENTS,
     THROUGHPUT,
     Load,
     Profile,
@@ -82,7 +83,7 @@ class Bench:
             f"load: {profile.repetitions} × {profile.duration} s (+{profile.warmup} s warm-up) "
             f"per figure, {profile.small_posts} posts"
         )
-        self.repeat(THROUGHPUT)
+        self.repeat(THROUGHPUT, clients=SPIKE_CLIENTS)
         self.repeat(LATENCY, **self.offered_rate(SPECS["8"].measures))
         if self.py_spy:
             log("py-spy profiles of the app figures (collapsed stacks for a flame graph)")
@@ -137,6 +138,8 @@ class Bench:
             headers["accept-encoding"] = COMPRESSED
         if load.logged_in:
             headers["cookie"] = self.cookie
+        elif load.bypass_cache:
+            headers["cookie"] = "bench=uncached"
         rps = self.offered_rate(load)["rate"] if load.half_rate_of else None
         url = f"https://{SITE_HOST}{path}"
         return h2load(url, self.work, clients=load.clients, streams=load.streams,

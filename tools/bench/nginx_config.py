@@ -2,7 +2,8 @@
 Ansible role renders it: Debian's nginx.conf (paths moved into the work directory),
 nginx/snippets, the nginx/templates filled from nginx/defaults.env + nginx/detect-features.sh,
 the upstream from the role's upstream.conf.j2 and defaults. Bench-only differences: the
-certificates come from a throwaway CA instead of /etc/letsencrypt, and ceiling-location.conf is
+certificates come from a throwaway CA instead of /etc/letsencrypt, the microcache lives in the
+work directory, and ceiling-location.conf is
 inserted into the sites."""
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class NginxConfig:
         self.write_main()
         self.write_upstream()
         values = nginx_placeholders(static_root)
+        values["MICROCACHE_DIR"] = str(root / "microcache")  # not the machine's /var/cache
         self.features = {k: values[k] for k in ("TLS_CURVES", "HTTP_PROTOCOLS", "BROTLI_STATIC")}
         for name in SITES:
             text = fill((REPO / f"nginx/templates/{name}.template").read_text(), values)
