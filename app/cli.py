@@ -9,6 +9,7 @@ import click
 from flask import Flask
 from sqlalchemy import delete, func, select
 
+from app.auth import epochs
 from app.extensions import db
 from app.models import Comment, Post, User, utcnow
 from app.schema import SchemaUpgradeBlockedError, backfill, upgrade_schema
@@ -29,15 +30,67 @@ def register(app: Flask) -> None:
         user.is_admin = True
         user.set_password(password)
         db.session.commit()
+        epochs.end_sessions(user.id)  # a new password ends the old sessions
         click.echo(f"admin {username} is ready")
+
+    def user_named(username: str) -> User:
+        user = db.session.scalar(select(User).where(User.username == username))
+        if user is None:
+            raise click.ClickException(f"no user named {username}")
+        return user
+
+    # Each account change is committed first, then ends the account's sessions
+    # (app/auth/epochs.py), so that no request in between can start one on the old state.
+    @app.cli.command("set-admin")
+    @click.argument("username")
+    @click.option("--revoke", is_flag=True, help="Take the admin rights away instead.")
+    def set_admin(username: str, revoke: bool) -> None:
+        """Make USERNAME an admin, or with --revoke an ordinary user (logged out at once)."""
+        user = user_named(username)
+        user.is_admin = not revoke
+        db.session.commit()
+        epochs.end_sessions(user.id)
+        click.echo(f"{username} is {'no longer ' if revoke else ''}an admin; sessions ended")
+
+    @app.cli.command("set-password")
+    @click.argument("username")
+    @click.password_option(envvar="NEW_PASSWORD", help="Or set NEW_PASSWORD.")
+    def set_password(username: str, password: str) -> None:
+        """Give USERNAME a new password and end every session of the account."""
+        user = user_named(username)
+        user.set_password(password)
+        db.session.commit()
+        epochs.end_sessions(user.id)
+        click.echo(f"new password for {username}; sessions ended")
+
+    @app.cli.command("delete-user")
+    @click.argument("username")
+    @click.confirmation_option(prompt="Delete the user with their posts and comments?")
+    def delete_user(username: str) -> None:
+        """Delete USERNAME with their posts and comments, and end their sessions."""
+        user = user_named(username)
+        posts = select(Post.id).where(Post.author_id == user.id)
+        db.session.execute(
+            delete(Comment).where((Comment.author_id == user.id) | Comment.post_id.in_(posts))
+        )
+        db.session.execute(delete(Post).where(Post.author_id == user.id))
+        db.session.delete(user)
+        db.session.commit()
+        epochs.end_sessions(user.id)
+        click.echo(f"deleted {username}; sessions ended")
+
+    @app.cli.command("end-sessions")
+    @click.argument("username")
+    def end_sessions(username: str) -> None:
+        """Log USERNAME out everywhere (after changing the account with SQL by hand)."""
+        epochs.end_sessions(user_named(username).id)
+        click.echo(f"sessions of {username} ended")
 
     @app.cli.command("create-token")
     @click.argument("username")
     def create_token(username: str) -> None:
         """Print a new API token for USERNAME (replaces the old one)."""
-        user = db.session.scalar(select(User).where(User.username == username))
-        if user is None:
-            raise click.ClickException(f"no user named {username}")
+        user = user_named(username)
         token = user.issue_api_token()
         db.session.commit()
         click.echo(token)

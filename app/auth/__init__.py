@@ -12,6 +12,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
+from app.auth import epochs
 from app.extensions import db, limiter, login_manager
 from app.forms import ConfirmForm, LoginForm, RegisterForm
 from app.models import User
@@ -22,9 +23,8 @@ LOGIN_FAILED = "Unknown username or wrong password."
 ALREADY_REGISTERED = "That username or e-mail address is already registered."
 
 
-@login_manager.user_loader
-def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+# One Redis read per request, no Postgres query (app/auth/epochs.py).
+login_manager.user_loader(epochs.load)
 
 
 def login_rate_limit() -> str:
@@ -34,6 +34,7 @@ def login_rate_limit() -> str:
 def start_session_for(user: User) -> None:
     """Rotate the session id, then log in: a session id seen before login is worthless after."""
     current_app.session_interface.regenerate(session)
+    epochs.remember(user)
     login_user(user)
 
 
@@ -105,6 +106,6 @@ def api_token():
     form = ConfirmForm()
     token = None
     if form.validate_on_submit():
-        token = current_user.issue_api_token()
+        token = db.session.get(User, current_user.id).issue_api_token()
         db.session.commit()
     return render_template("auth/token.html", form=form, token=token)

@@ -70,7 +70,7 @@ def post(post_id: int):
 def new_post():
     form = PostForm()
     if form.validate_on_submit():
-        created = Post(author=current_user, title=form.title.data, body=form.body.data)
+        created = Post(author_id=current_user.id, title=form.title.data, body=form.body.data)
         db.session.add(created)
         db.session.commit()
         flash("Your post is published.")
@@ -110,7 +110,7 @@ def add_comment(post_id: int):
     form = CommentForm()
     if not form.validate_on_submit():
         return render_post_page(found, None, comment_form=form), 400
-    comment = Comment(post=found, author=current_user, body=form.body.data)
+    comment = Comment(post=found, author_id=current_user.id, body=form.body.data)
     db.session.add(comment)
     db.session.commit()
     queue_comment_notification(comment)
