@@ -35,6 +35,12 @@ FIGURES = {
     "10e",
     "11a",
     "11b",
+    "C1",
+    "C3",
+    "C4",
+    "C5",
+    "C10a",
+    "C10b",
 }
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the benchmark needs root (netns)")
@@ -77,10 +83,10 @@ def test_every_figure_is_measured_without_errors(smoke_run):
             assert all(run["requests"] > 0 for run in figure["runs"]), key
             # The servers' CPU per request, by server (a short run may round some to 0).
             cpu = figure["cpu_ms_per_request"]
-            assert set(cpu) == {"app", "postgres", "redis", "nginx", "all"}, key
+            assert set(cpu) == {"app", "postgres", "redis", "nginx", "caddy", "all"}, key
             assert all(ms >= 0 for ms in cpu.values()), key
     assert results["errors"] == 0
-    assert results["targets"] == 11
+    assert results["targets"] == 17
     # 5 measures the app (its cookie takes it past the microcache), 5c the microcache: the app
     # renders the page about once a second there, not once per request.
     app_cpu = {key: figures[key]["cpu_ms_per_request"]["app"] for key in ("5", "5c")}

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 
 from tools.bench.app_data import log_in
+from tools.bench.caddy import PORTS as CADDY_PORTS
+from tools.bench.caddy import check_same_answers
 from tools.bench.figures import (
     APP_CLIENTS,
     COMPRESSED,
@@ -79,6 +81,7 @@ class Bench:
         stack.start(profile.small_posts)
         self.results.environment.update(stack.description())
         self.cookie = log_in(stack.ca_cert)
+        check_same_answers(stack.ca_cert, stack.static_path(SPECS["4"].measures.path))
         log(
             f"load: {profile.repetitions} × {profile.duration} s (+{profile.warmup} s warm-up) "
             f"per figure, {profile.small_posts} posts"
@@ -141,9 +144,18 @@ class Bench:
         elif load.bypass_cache:
             headers["cookie"] = "bench=uncached"
         rps = self.offered_rate(load)["rate"] if load.half_rate_of else None
-        url = f"https://{SITE_HOST}{path}"
-        return h2load(url, self.work, clients=load.clients, streams=load.streams,
-                      headers=headers, rps=rps, **timing)  # fmt: skip
+        port = 443 if load.edge == "nginx" else CADDY_PORTS["ecdsa"]
+        authority = SITE_HOST if port == 443 else f"{SITE_HOST}:{port}"
+        return h2load(
+            f"https://{authority}{path}",
+            self.work,
+            clients=load.clients,
+            streams=load.streams,
+            headers=headers,
+            rps=rps,
+            port=port,
+            **timing,
+        )
 
     def offered_rate(self, load: Load) -> dict[str, int]:
         """A fixed rate: per client, half the median req/s of the figure `load` halves."""

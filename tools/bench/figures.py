@@ -61,6 +61,7 @@ class Load:
     # the figure measures the app (an anonymous visitor's page is otherwise served from it).
     bypass_cache: bool = False
     fingerprinted: bool = False
+    edge: str = "nginx"  # or "caddy": the peer edge (tools/bench/caddy.py)
     half_rate_of: str | None = None  # a fixed rate: half that figure's median req/s in all
     posts: str = "small"  # the database it reads: Profile.small_posts or large_posts posts
 
@@ -75,6 +76,7 @@ class Connections:
 
     certificate: str  # "ecdsa" or "rsa"
     resume: bool | None  # a resumed TLS 1.3 handshake, a full one, or None: no TLS (port 80)
+    edge: str = "nginx"  # or "caddy"
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ def at_most(ratio: float) -> Target:
 
 REQ, CONN = "req/s", "ms CPU/conn"
 EDGE = {"clients": EDGE_CLIENTS, "streams": EDGE_STREAMS}
+CEILING = Load("/__bench/ceiling", **EDGE)
+PROXIED = Load("/healthz")
 CSS = Load("css/site.css", fingerprinted=True, compressed=True, **EDGE)
 PAGE = Load("/", compressed=True, bypass_cache=True)
 CACHED_PAGE = Load("/", compressed=True, clients=SPIKE_CLIENTS)
@@ -113,9 +117,9 @@ API = Load("/api/v1/posts", compressed=True)
 
 FIGURES = (
     # key, name, unit, baseline (the figure it is divided by), target, what it measures
-    Spec("1", "ceiling: nginx fixed 200", REQ, None, None, Load("/__bench/ceiling", **EDGE)),
+    Spec("1", "ceiling: nginx fixed 200", REQ, None, None, CEILING),
     Spec("2", "bare app: gunicorn /healthz", REQ, None, None, Load("/healthz", via="gunicorn")),
-    Spec("3", "proxied app: nginx → /healthz", REQ, "2", at_least(0.85), Load("/healthz")),
+    Spec("3", "proxied app: nginx → /healthz", REQ, "2", at_least(0.85), PROXIED),
     Spec("4", "static: fingerprinted CSS", REQ, "1", at_least(0.85), CSS),
     Spec("5", "anonymous page /", REQ, "2", at_least(0.40), PAGE),
     Spec(
@@ -159,6 +163,31 @@ FIGURES = (
     Spec("10d", "TLS 1.3 resumed, RSA", CONN, "10b", None, Connections("rsa", True)),
     # No target: the part of 10a-10d that is not TLS at all (TCP, HTTP, the log line).
     Spec("10e", "no TLS: plain HTTP, same request", CONN, "10a", None, Connections("ecdsa", None)),
+    # The peer edge: the same loads through Caddy, each divided by nginx's figure. nginx should
+    # be at least as good: Caddy's req/s at most nginx's, its CPU per handshake at least.
+    Spec("C1", "Caddy: ceiling, fixed 200", REQ, "1", at_most(1.0), replace(CEILING, edge="caddy")),
+    Spec("C3", "Caddy: proxied /healthz", REQ, "3", at_most(1.0), replace(PROXIED, edge="caddy")),
+    Spec(
+        "C4", "Caddy: static, fingerprinted CSS", REQ, "4", at_most(1.0), replace(CSS, edge="caddy")
+    ),
+    Spec("C5", "Caddy: anonymous page /", REQ, "5", at_most(1.0), replace(PAGE, edge="caddy")),
+    Spec(
+        "C10a",
+        "Caddy: TLS 1.3 full handshake, ECDSA",
+        CONN,
+        "10a",
+        at_least(1.0),
+        Connections("ecdsa", resume=False, edge="caddy"),
+        note="Caddy's time on a CPU (all its threads) over {connections} new connections",
+    ),
+    Spec(
+        "C10b",
+        "Caddy: TLS 1.3 full handshake, RSA",
+        CONN,
+        "10b",
+        at_least(1.0),
+        Connections("rsa", resume=False, edge="caddy"),
+    ),
     Spec("11a", "memory: gunicorn master RSS", "MB"),
     Spec(
         "11b",
@@ -171,8 +200,9 @@ FIGURES = (
 SPECS = {spec.key: spec for spec in FIGURES}
 
 # The figures in the order bench.py measures them, a group at a time.
-THROUGHPUT = ("1", "2", "3", "4", "5", "5c", "6", "7")
+THROUGHPUT = ("1", "2", "3", "4", "5", "5c", "6", "7", "C1", "C3", "C4", "C5")
 LATENCY = ("8",)
 PROFILED = ("3", "5", "6", "7")  # with --py-spy: the app figures behind nginx
 GROWTH = ("9a", "9b", "9c", "9d")
 HANDSHAKES = ("10a", "10b", "10c", "10d", "10e")
+PEER_HANDSHAKES = ("C10a", "C10b")

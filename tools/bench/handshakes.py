@@ -1,6 +1,7 @@
 """Figures 10: nginx's CPU time per new connection, one request each: a full or a resumed
 TLS 1.3 handshake with an ECDSA or an RSA certificate, or no TLS at all. nginx is restarted for
-each certificate, serving that one alone, so the client cannot choose."""
+each certificate, serving that one alone, so the client cannot choose. Then C10a and C10b: the
+same full handshakes with Caddy."""
 
 from __future__ import annotations
 
@@ -10,7 +11,17 @@ import subprocess
 import time
 from pathlib import Path
 
-from tools.bench.figures import FIGURES, HANDSHAKE_ROUND, HANDSHAKES, SPECS, Connections, Profile
+from tools.bench.caddy import PORTS as CADDY_PORTS
+from tools.bench.caddy import caddy
+from tools.bench.figures import (
+    FIGURES,
+    HANDSHAKE_ROUND,
+    HANDSHAKES,
+    PEER_HANDSHAKES,
+    SPECS,
+    Connections,
+    Profile,
+)
 from tools.bench.layout import SITE_HOST
 from tools.bench.processes import BenchError, cpu_seconds, log
 from tools.bench.results import Figure, Results, Run
@@ -26,7 +37,8 @@ class TlsClient:
         f"GET /__bench/ceiling HTTP/1.1\r\nHost: {SITE_HOST}\r\nConnection: close\r\n\r\n".encode()
     )
 
-    def __init__(self, ca_cert: Path) -> None:
+    def __init__(self, ca_cert: Path, port: int = 443) -> None:
+        self.port = port
         self.context = ssl.create_default_context(cafile=str(ca_cert))
         self.context.minimum_version = ssl.TLSVersion.TLSv1_3
         self.context.set_alpn_protocols(["http/1.1"])
@@ -34,7 +46,7 @@ class TlsClient:
 
     def connect(self, resume: bool) -> bool:
         """One connection; returns whether it resumed a session."""
-        with socket.create_connection(("127.0.0.1", 443)) as raw:
+        with socket.create_connection(("127.0.0.1", self.port)) as raw:
             offered = self.session if resume else None
             with self.context.wrap_socket(raw, server_hostname=SITE_HOST, session=offered) as tls:
                 fetch_fixed_200(tls)
@@ -62,7 +74,7 @@ def kinds_by_certificate() -> dict[str, dict[str, bool | None]]:
     """From the table: for each certificate, its figures' keys → resume (None: no TLS)."""
     kinds: dict[str, dict[str, bool | None]] = {}
     for spec in FIGURES:
-        if isinstance(spec.measures, Connections):
+        if isinstance(spec.measures, Connections) and spec.measures.edge == "nginx":
             kinds.setdefault(spec.measures.certificate, {})[spec.key] = spec.measures.resume
     return kinds
 
@@ -91,6 +103,44 @@ def measure_handshakes(stack: Stack, results: Results, profile: Profile) -> None
                         f"{run.detail['resumed']}/{run.requests} resumed"
                     )
     note_tls_alone(results.figures)
+    measure_peer_handshakes(stack, results, profile)
+
+
+def measure_peer_handshakes(stack: Stack, results: Results, profile: Profile) -> None:
+    """C10a, C10b: Caddy's CPU time (all its threads) per full handshake, ECDSA and RSA (one
+    port each), in alternating rounds like nginx's."""
+    count = profile.handshakes
+    rounds = count // HANDSHAKE_ROUND
+    for key in PEER_HANDSHAKES:
+        results.add(SPECS[key].figure(connections=rounds * HANDSHAKE_ROUND))
+    log(f"TLS handshakes with Caddy: {count} new connections per run and certificate type")
+    with caddy(stack.caddy_config) as peer:
+        clients = {
+            key: TlsClient(stack.ca_cert, CADDY_PORTS[SPECS[key].measures.certificate])
+            for key in PEER_HANDSHAKES
+        }
+        for client in clients.values():
+            for _ in range(50):  # warm-up
+                client.connect(resume=False)
+        for repetition in range(1, profile.repetitions + 1):
+            cpu = dict.fromkeys(clients, 0.0)
+            resumed = dict.fromkeys(clients, 0)
+            for _ in range(rounds):
+                for key, client in clients.items():
+                    before = cpu_seconds([peer.pid])
+                    for _ in range(HANDSHAKE_ROUND):
+                        resumed[key] += client.connect(resume=False)
+                    cpu[key] += cpu_seconds([peer.pid]) - before
+            for key in clients:
+                connections = rounds * HANDSHAKE_ROUND
+                run = Run(
+                    value=cpu[key] * 1000 / connections,
+                    requests=connections,
+                    errors=resumed[key],  # a full handshake was asked for
+                    detail={"cpu_s": cpu[key], "resumed": resumed[key]},
+                )
+                results.figures[key].runs.append(run)
+                log(f"  [{repetition}/{profile.repetitions}] {key}: {run.value:.3f} ms CPU/conn")
 
 
 def measure_connections(

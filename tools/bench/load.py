@@ -60,14 +60,15 @@ def h2load(
     headers: dict[str, str] | None = None,
     rps: int | None = None,
     meter: CpuMeter | None = None,
+    port: int = 443,
 ) -> Run:
-    """HTTP/2 over TLS to nginx (SNI and Host are the site's name, the TCP peer is loopback).
+    """HTTP/2 over TLS to an edge (SNI and Host are the site's name, the TCP peer is loopback).
     With `meter`, the servers' CPU is measured from the end of the warm-up to the end."""
     log_file = work / "h2load-requests.tsv"
     log_file.unlink(missing_ok=True)
     command = [
         "h2load",
-        "--connect-to=127.0.0.1:443",
+        f"--connect-to=127.0.0.1:{port}",
         f"-c{clients}",
         f"-m{streams}",
         # One client thread: h2load stops each thread's clients on that thread's own clock, so

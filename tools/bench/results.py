@@ -95,7 +95,11 @@ class Results:
 
     def in_order(self) -> list[Figure]:
         """By the issue's numbering (1, 2, … 9a, 9b, 10a …), whatever order they ran in."""
-        return sorted(self.figures.values(), key=lambda f: (int(re.match(r"\d+", f.key)[0]), f.key))
+        # "C…": the peer edge's figures, after nginx's, each in the order of the one it mirrors.
+        return sorted(
+            self.figures.values(),
+            key=lambda f: (f.key.startswith("C"), int(re.search(r"\d+", f.key)[0]), f.key),
+        )
 
     def ratio(self, figure: Figure) -> float | None:
         if figure.baseline is None or figure.median is None:

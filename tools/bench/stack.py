@@ -2,6 +2,7 @@
 namespace, so every server listens where it would on a host):
 
 - nginx: the project's configuration (tools/bench/nginx_config.py) on ports 80 and 443.
+- Caddy, the peer edge (tools/bench/caddy.py), on ports 8443 (ECDSA) and 8444 (RSA).
 - the app: a release built by deploy/build-release.sh (fingerprinted, precompressed static
   files), run by gunicorn with deploy/gunicorn.conf.py and APP_ENV=production, on APP_ADDRESS
   and on the unix socket nginx uses.
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tools.bench.app_data import seed_posts, seed_users, with_database
+from tools.bench.caddy import caddy, write_config
 from tools.bench.layout import (
     APP_ADDRESS,
     APP_SOCKET,
@@ -213,9 +215,15 @@ class Stack:
         config = self.nginx_config("nginx")
         self.features = config.features
         edge = self.cleanup.enter_context(nginx(config))
+        log("Caddy (tools/bench/Caddyfile.template), the peer edge, beside nginx")
+        self.caddy_config = write_config(
+            self.work / "caddy", self.certs, self.static_root, self.logs, self.work
+        )
+        peer = self.cleanup.enter_context(caddy(self.caddy_config))
         self.meter.track("postgres", self.postgres.process.pid)
         self.meter.track("redis", self.redis.process.pid)
         self.meter.track("nginx", edge.pid)
+        self.meter.track("caddy", peer.pid)
 
     def start_databases(self) -> None:
         self.postgres = DeploymentPostgres(password=secrets.token_hex(16))
