@@ -79,12 +79,21 @@ def register(app: Flask) -> None:
         epochs.end_sessions(user.id)
         click.echo(f"deleted {username}; sessions ended")
 
+    # A change made with SQL by hand ends no session: run this after it.
     @app.cli.command("end-sessions")
-    @click.argument("username")
-    def end_sessions(username: str) -> None:
-        """Log USERNAME out everywhere (after changing the account with SQL by hand)."""
-        epochs.end_sessions(user_named(username).id)
-        click.echo(f"sessions of {username} ended")
+    @click.argument("username", required=False)
+    @click.option("--user-id", type=int, help="The account's id (for a row already deleted).")
+    @click.option("--all", "everyone", is_flag=True, help="Every account (after a bulk change).")
+    def end_sessions(username: str | None, user_id: int | None, everyone: bool) -> None:
+        """Log USERNAME out everywhere, after changing the account with SQL by hand (run it
+        after the commit). --user-id for a row deleted already, --all for every account."""
+        if [username is not None, user_id is not None, everyone].count(True) != 1:
+            raise click.UsageError("give one of USERNAME, --user-id or --all")
+        if everyone:
+            click.echo(f"sessions of {epochs.end_all_sessions()} accounts ended")
+            return
+        epochs.end_sessions(user_id if user_id is not None else user_named(username).id)
+        click.echo(f"sessions of {username or f'account {user_id}'} ended")
 
     @app.cli.command("create-token")
     @click.argument("username")

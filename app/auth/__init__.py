@@ -31,11 +31,16 @@ def login_rate_limit() -> str:
     return current_app.config["LOGIN_RATE_LIMIT"]
 
 
-def start_session_for(user: User) -> None:
-    """Rotate the session id, then log in: a session id seen before login is worthless after."""
+def start_session_for(user: User) -> bool:
+    """Rotate the session id, then log in: a session id seen before login is worthless after.
+    False, and nobody logged in, if the account was deleted or given a new password since
+    `user` was read (app/auth/epochs.py)."""
     current_app.session_interface.regenerate(session)
-    epochs.remember(user)
-    login_user(user)
+    account = epochs.remember(user)
+    if account is None:
+        return False
+    login_user(account)
+    return True
 
 
 def authenticate(username: str, password: str) -> User | None:
@@ -71,7 +76,8 @@ def register():
                 db.session.rollback()
                 form.username.errors.append(ALREADY_REGISTERED)
             else:
-                start_session_for(user)
+                if not start_session_for(user):  # changed by an operator a moment ago
+                    return redirect(url_for("auth.login"))
                 flash(f"Welcome, {user.username}!")
                 return redirect(url_for("main.index"))
     return render_template("auth/register.html", form=form), 400 if form.errors else 200
@@ -85,8 +91,7 @@ def login():
     form = LoginForm()
     if form.validate_on_submit():
         user = authenticate(form.username.data, form.password.data)
-        if user is not None:
-            start_session_for(user)
+        if user is not None and start_session_for(user):
             return redirect(url_for("main.index"))
         form.password.errors.append(LOGIN_FAILED)
     return render_template("auth/login.html", form=form), 400 if form.errors else 200

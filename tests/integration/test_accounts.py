@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 from conftest import AuthActions
-from sqlalchemy import event
+from sqlalchemy import event, text
 
+from app.auth import epochs
 from app.auth.epochs import EPOCH_KEY
-from app.extensions import db, get_redis
+from app.extensions import db, get_redis, make_redis
 
 PASSWORD_ENV = {"NEW_PASSWORD": "a brand new long password"}
 
@@ -46,6 +47,97 @@ def test_an_account_change_ends_its_sessions_at_the_next_request(
     assert not logged_in(other)
 
 
+@pytest.mark.parametrize("when", ["before the epoch", "after the epoch"])
+@pytest.mark.parametrize(
+    ("command", "password_still_right"),
+    [
+        (["set-admin", "--revoke", "boss"], True),
+        (["set-password", "boss"], False),
+        (["delete-user", "--yes", "boss"], False),
+    ],
+    ids=["demoted", "new password", "deleted"],
+)
+def test_a_change_that_lands_during_a_log_in_is_not_missed(
+    app, client, auth, make_user, runner, monkeypatch, command, password_still_right, when
+):
+    """The operator's command commits (and ends sessions) while a log-in is between checking
+    the password and storing the session: the session never carries the old account."""
+    make_user("boss", admin=True)
+    take_epoch = epochs.epoch_of
+
+    def change_around_the_epoch(user_id: int) -> str:
+        epoch = take_epoch(user_id) if when == "after the epoch" else None
+        with app.app_context():  # the command's own database session, as in another process
+            result = runner.invoke(args=command, env=PASSWORD_ENV)
+        assert result.exit_code == 0, result.output
+        return epoch or take_epoch(user_id)
+
+    monkeypatch.setattr(epochs, "epoch_of", change_around_the_epoch)
+    auth.login("boss")
+    monkeypatch.undo()
+
+    # Logged in only when the password checked is still the account's and the change came
+    # before the epoch (the session then knows it); an admin page refuses either way.
+    stays = password_still_right and when == "before the epoch"
+    assert logged_in(client) == stays
+    assert client.get("/admin/deleted").status_code == (403 if stays else 302)
+
+
+def test_redis_failing_at_the_epoch_read_is_a_503_not_a_stranger(
+    client, auth, make_user, monkeypatch
+):
+    make_user("boss", admin=True)
+    auth.login("boss")
+    # The session opens from the live Redis; only the epoch read meets one that is down
+    # (nothing listens on port 1).
+    monkeypatch.setattr(epochs, "get_redis", lambda: make_redis("redis://127.0.0.1:1/0"))
+    for path in ("/", "/admin/deleted", "/posts/new"):
+        response = client.get(path)
+        assert response.status_code == 503, path
+        assert "temporarily unavailable" in response.get_data(as_text=True)
+    monkeypatch.undo()
+    # The session was not thrown away: back to normal once Redis answers.
+    assert client.get("/admin/deleted").status_code == 200
+
+
+def test_a_deleted_users_api_token_stops_working(client, make_user, api_token, runner):
+    make_user("alice")
+    headers = api_token("alice")
+    assert client.get("/api/v1/me", headers=headers).status_code == 200
+    assert runner.invoke(args=["delete-user", "--yes", "alice"]).exit_code == 0
+    assert client.get("/api/v1/me", headers=headers).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("sql", "command"),
+    [
+        ("DELETE FROM users WHERE username = 'boss'", ["end-sessions", "--user-id", "1"]),
+        ("UPDATE users SET is_admin = false", ["end-sessions", "--all"]),
+    ],
+)
+def test_after_a_change_made_with_sql_end_sessions_logs_the_account_out(
+    app, client, auth, make_user, runner, sql, command
+):
+    make_user("boss", admin=True)
+    auth.login("boss")
+    with app.app_context():
+        db.session.execute(text(sql))
+        db.session.commit()
+    # SQL by hand goes around the epoch: the session still believes the old account ...
+    assert client.get("/admin/deleted").status_code == 200
+    result = runner.invoke(args=command)
+    assert result.exit_code == 0, result.output
+    # ... until the command the README asks for after such a change.
+    assert not logged_in(client)
+
+
+@pytest.mark.parametrize("args", [[], ["boss", "--all"], ["--user-id", "1", "--all"]])
+def test_end_sessions_wants_exactly_one_account_or_all(runner, args):
+    result = runner.invoke(args=["end-sessions", *args])
+    assert result.exit_code == 2
+    assert "one of USERNAME, --user-id or --all" in result.output
+
+
 def test_a_demoted_admin_who_logs_in_again_is_an_ordinary_user(client, auth, make_user, runner):
     make_user("boss", admin=True)
     auth.login("boss")
@@ -66,6 +158,17 @@ def test_a_lost_epoch_logs_out_and_never_in(app, client, auth, make_user):
     # The ended session is gone for good: a new epoch does not bring it back.
     auth.login("alice")
     assert logged_in(client)
+
+
+def test_a_session_started_before_epochs_existed_is_logged_out(client, auth, make_user):
+    make_user("alice")
+    auth.login("alice")
+    with client.session_transaction() as session:  # as the log-in of the previous release
+        del session[epochs.SESSION_KEY]
+        assert "_user_id" in session
+    assert not logged_in(client)
+    with client.session_transaction() as session:
+        assert "_user_id" not in session
 
 
 def test_a_logged_in_page_asks_postgres_nothing_more_than_an_anonymous_one(
