@@ -10,8 +10,10 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
+import msgspec
 from dotenv import load_dotenv
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
+from flask.json.provider import DefaultJSONProvider
 from sqlalchemy.exc import DBAPIError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -36,12 +38,36 @@ REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 log = logging.getLogger(__name__)
 
 
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON answers (a view's dict or list), encoded by msgspec, which Flask-Session
+    brings: the same documents, compact with sorted keys, in a fraction of the standard
+    library's time (encoding was the largest part of an API list's own cost in a profile).
+    Characters outside ASCII go out as UTF-8 instead of \\u escapes, the same JSON. Views
+    return JSON's own types and format dates themselves (`models.post_dict`): msgspec would
+    write a datetime in ISO 8601, not in Flask's HTTP-date form. Debug mode keeps Flask's
+    indented output; `dumps` and `loads` stay the standard library's."""
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__(app)
+        self._encoder = msgspec.json.Encoder(enc_hook=self.default, order="sorted")
+
+    def response(self, *args, **kwargs) -> Response:
+        if self.compact is False or (self.compact is None and self._app.debug):
+            return super().response(*args, **kwargs)
+        document = self._prepare_response_obj(args, kwargs)
+        return self._app.response_class(
+            self._encoder.encode(document) + b"\n", mimetype=self.mimetype
+        )
+
+
 class FlaskStack(Flask):
     """Flask, retrying a read-only request's view once when its pooled database connection
     turns out to be dead (Postgres restarted or went away, and nothing told the pool): the
     failed statement invalidated the pool, so the retry runs on a new connection. A GET
     changes nothing (the read-only engine refuses writes), so running its view twice is safe;
     if Postgres is still down, the retry fails to connect at once and the answer is a 503."""
+
+    json_provider_class = JSONProvider
 
     def dispatch_request(self):
         if not g.get("db_read_only"):

@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from flask import current_app, url_for
+from flask import current_app, request, url_for
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DIST_DIR = STATIC_DIR / "dist"
@@ -64,10 +64,16 @@ def _manifest() -> dict[str, str]:
 
 
 def asset_url(path: str) -> str:
-    fingerprinted = _manifest().get(path)
-    if fingerprinted is None:
-        return url_for("static", filename=path)
-    return url_for("static", filename=f"dist/{fingerprinted}")
+    # Every page asks for the same few URLs: each is built by url_for once per app (the
+    # manifest is read once per app too) and mounting point.
+    urls = current_app.extensions.setdefault("asset_urls", {})
+    key = (request.script_root, path)
+    url = urls.get(key)
+    if url is None:
+        fingerprinted = _manifest().get(path)
+        filename = path if fingerprinted is None else f"dist/{fingerprinted}"
+        url = urls[key] = url_for("static", filename=filename)
+    return url
 
 
 def main(argv: list[str]) -> int:

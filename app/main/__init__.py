@@ -19,6 +19,7 @@ from app.queries import (
     page_of_posts,
 )
 from app.tasks import queue_comment_notification
+from app.templating import listed_posts
 
 bp = Blueprint("main", __name__)
 
@@ -33,7 +34,7 @@ def index():
     posts, next_before = page_of_posts(
         live_posts(), _cursor("before"), current_app.config["PAGE_SIZE"]
     )
-    return render_template("main/index.html", posts=posts, next_before=next_before)
+    return render_template("main/index.html", posts=listed_posts(posts), next_before=next_before)
 
 
 @bp.get("/u/<username>")
@@ -42,7 +43,9 @@ def author(username: str):
     posts, next_before = page_of_posts(
         live_posts(user), _cursor("before"), current_app.config["PAGE_SIZE"]
     )
-    return render_template("main/author.html", author=user, posts=posts, next_before=next_before)
+    return render_template(
+        "main/author.html", author=user, posts=listed_posts(posts), next_before=next_before
+    )
 
 
 def render_post_page(found: Post, after: int | None, comment_form: CommentForm | None = None):
