@@ -41,6 +41,10 @@ FIGURES = {
     "C5",
     "C10a",
     "C10b",
+    "H2",
+    "H5",
+    "H6",
+    "H7",
 }
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the benchmark needs root (netns)")
@@ -86,7 +90,9 @@ def test_every_figure_is_measured_without_errors(smoke_run):
             assert set(cpu) == {"app", "postgres", "redis", "nginx", "caddy", "all"}, key
             assert all(ms >= 0 for ms in cpu.values()), key
     assert results["errors"] == 0
-    assert results["targets"] == 17
+    assert results["targets"] == 20
+    # Figures H ran on the hosts' interpreter, not this machine's.
+    assert results["environment"]["hosts_python"].startswith("Python 3.13"), results["environment"]
     # 5 measures the app (its cookie takes it past the microcache), 5c the microcache: the app
     # renders the page about once a second there, not once per request.
     app_cpu = {key: figures[key]["cpu_ms_per_request"]["app"] for key in ("5", "5c")}

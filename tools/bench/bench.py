@@ -37,6 +37,7 @@ from tools.bench.figures import (
     EDGE_STREAMS,
     FULL,
     GROWTH,
+    HOSTS_PYTHON,
     LATENCY,
     PROFILED,
     SMOKE,
@@ -66,8 +67,10 @@ class Bench:
         py_spy: str | None = None,
         unix_sockets: bool = False,
         nginx_http: str = "",
+        hosts_python_layers: str = "",
     ) -> None:
         self.profile = profile
+        self.hosts_python_layers = hosts_python_layers
         self.work = work
         self.results = results
         self.py_spy = py_spy
@@ -95,6 +98,7 @@ class Bench:
         self.memory()
         # Restarts gunicorn on another database: after the figures of the first app run.
         self.growth()
+        self.on_hosts_python()
         # Handshakes last: they restart nginx with one certificate at a time.
         stack.close()
         measure_handshakes(stack, self.results, profile)
@@ -183,6 +187,17 @@ class Bench:
         figure = self.add("11b", workers=len(workers), rss=rss, pss=pss)
         figure.runs += [Run(worker["rss_mb"], detail=worker) for worker in workers]
 
+    def on_hosts_python(self) -> None:
+        """Figures H: the app figures again on the interpreter and virtualenv the hosts run,
+        so the ratios of what ships are measured too (this machine's Python may differ)."""
+        if not self.hosts_python_layers:
+            log("the hosts' Python: skipped (no layers: run make bench, or bench.sh)")
+            return
+        version = self.stack.use_hosts_python(self.hosts_python_layers)  # small database
+        log(f"the hosts' Python: {version}, in a chroot of a Debian 13 host's root")
+        self.results.environment["hosts_python"] = version
+        self.repeat(HOSTS_PYTHON, python=version.split(" (")[0])
+
     def growth(self) -> None:
         """Figures 9: the anonymous page and the API list on a database of `small_posts` and
         on one of `large_posts`, gunicorn restarted on the other database between them. The
@@ -238,6 +253,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "(bench-only: added to its own configuration, nginx/ unchanged)",
     )
     parser.add_argument(
+        "--hosts-python-layers",
+        metavar="LOWERDIR",
+        default="",
+        help="the overlay layers of the hosts' Python (tools/bench/hosts-python.sh prints "
+        "them; bench.sh passes them): without them, figures H are not measured",
+    )
+    parser.add_argument(
         "--py-spy",
         metavar="PATH",
         help="py-spy binary: also profile the app figures (written beside the default JSON)",
@@ -273,7 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="flaskstack-bench-"))
     work.chmod(0o755)  # nginx workers (www-data) read the release's static files
     log(f"work directory {work} (removed at the end)")
-    bench = Bench(profile, work, results, args.py_spy, args.unix_sockets, args.nginx_http)
+    bench = Bench(
+        profile,
+        work,
+        results,
+        args.py_spy,
+        args.unix_sockets,
+        args.nginx_http,
+        args.hosts_python_layers,
+    )
     if args.nginx_http:
         environment["nginx_http_trial"] = args.nginx_http
     try:

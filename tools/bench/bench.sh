@@ -11,6 +11,9 @@ python="${PYTHON:-$repo_dir/.venv/bin/python}"
 [[ -x "$python" ]] || { echo "bench: no virtualenv at $python (run: make venv)" >&2; exit 1; }
 "$repo_dir/tools/apt-install.sh" "$repo_dir/tools/bench/debian-packages.txt"
 
+# Built (once) before entering the namespace: it needs the mirrors.
+hosts_python_layers="$("$repo_dir/tools/bench/hosts-python.sh")"
+
 namespace="fsbench-$$"
 cleanup() { ip netns delete "$namespace" 2>/dev/null || true; }
 trap cleanup EXIT
@@ -20,4 +23,5 @@ ip -n "$namespace" link set lo up
 
 # bench.py stops every process it starts; the namespace goes with this script.
 cd "$repo_dir"
-ip netns exec "$namespace" "$python" -m tools.bench.bench "$@"
+ip netns exec "$namespace" "$python" -m tools.bench.bench \
+  --hosts-python-layers "$hosts_python_layers" "$@"

@@ -188,6 +188,21 @@ FIGURES = (
         at_least(1.0),
         Connections("rsa", resume=False, edge="caddy"),
     ),
+    # What ships: 2, 5, 6 and 7 again with the hosts' interpreter and virtualenv (Debian 13's
+    # Python, tools/bench/hosts_python.py), each ratio against its own interpreter's figure.
+    Spec(
+        "H2",
+        "hosts' Python: bare app /healthz",
+        REQ,
+        "2",
+        None,
+        Load("/healthz", via="gunicorn"),
+        note="{python}, in a chroot of a Debian 13 host's root; the ratio is against 2 "
+        "(this machine's Python)",
+    ),
+    Spec("H5", "hosts' Python: anonymous page /", REQ, "H2", at_least(0.40), PAGE),
+    Spec("H6", "hosts' Python: logged-in page /", REQ, "H5", at_least(0.85), LOGGED_IN_PAGE),
+    Spec("H7", "hosts' Python: API list /api/v1/posts", REQ, "H2", at_least(0.40), API),
     Spec("11a", "memory: gunicorn master RSS", "MB"),
     Spec(
         "11b",
@@ -204,5 +219,6 @@ THROUGHPUT = ("1", "2", "3", "4", "5", "5c", "6", "7", "C1", "C3", "C4", "C5")
 LATENCY = ("8",)
 PROFILED = ("3", "5", "6", "7")  # with --py-spy: the app figures behind nginx
 GROWTH = ("9a", "9b", "9c", "9d")
+HOSTS_PYTHON = ("H2", "H5", "H6", "H7")
 HANDSHAKES = ("10a", "10b", "10c", "10d", "10e")
 PEER_HANDSHAKES = ("C10a", "C10b")

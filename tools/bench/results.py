@@ -95,10 +95,12 @@ class Results:
 
     def in_order(self) -> list[Figure]:
         """By the issue's numbering (1, 2, … 9a, 9b, 10a …), whatever order they ran in."""
-        # "C…": the peer edge's figures, after nginx's, each in the order of the one it mirrors.
+        # Then "H…" (the hosts' Python) and "C…" (the peer edge), each group in the order of
+        # the figures it mirrors.
+        groups = {"H": 1, "C": 2}
         return sorted(
             self.figures.values(),
-            key=lambda f: (f.key.startswith("C"), int(re.search(r"\d+", f.key)[0]), f.key),
+            key=lambda f: (groups.get(f.key[0], 0), int(re.search(r"\d+", f.key)[0]), f.key),
         )
 
     def ratio(self, figure: Figure) -> float | None:

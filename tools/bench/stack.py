@@ -6,6 +6,8 @@ namespace, so every server listens where it would on a host):
 - the app: a release built by deploy/build-release.sh (fingerprinted, precompressed static
   files), run by gunicorn with deploy/gunicorn.conf.py and APP_ENV=production, on APP_ADDRESS
   and on the unix socket nginx uses.
+- the same app on the hosts' Python (Debian 13's, in a chroot: tools/bench/hosts_python.py)
+  for the last figures.
 - Postgres and Redis: throwaway servers (tools/servers.py) given the roles' settings (Redis ACL
   user, AOF everysec, maxmemory; Postgres scram-sha-256, slow-query log).
 
@@ -24,6 +26,7 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+from tools.bench import hosts_python
 from tools.bench.app_data import seed_posts, seed_users, with_database
 from tools.bench.caddy import caddy, write_config
 from tools.bench.layout import (
@@ -164,10 +167,21 @@ def app_environment(work: Path, database_url: str, redis_url: str) -> dict[str, 
 
 
 class Gunicorn:
-    def __init__(self, release: Path, env: dict[str, str], log_path: Path) -> None:
+    """gunicorn on the release, from the bench's virtualenv, or from the hosts' Python in
+    `root` (tools/bench/hosts_python.py)."""
+
+    def __init__(
+        self, release: Path, env: dict[str, str], log_path: Path, root: Path | None = None
+    ) -> None:
         self.log_file = log_path.open("ab")
+        arguments = ("-c", "deploy/gunicorn.conf.py")
+        if root is None:
+            argv = [str(VENV_BIN / "gunicorn"), *arguments]
+        else:
+            argv = hosts_python.command(root, release, "gunicorn", *arguments)
+            env = {**env, "PATH": hosts_python.path_inside()}
         self.process = subprocess.Popen(
-            [str(VENV_BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py"],
+            argv,
             cwd=release,
             env=env,
             stdout=self.log_file,
@@ -193,6 +207,7 @@ class Stack:
         self.logs, self.certs = work / "logs", work / "certs"
         self.cleanup = contextlib.ExitStack()
         self.app: Gunicorn | None = None
+        self.hosts_root: Path | None = None
 
     def start(self, posts: int) -> None:
         """Everything, the app's database seeded with `posts` posts."""
@@ -268,10 +283,20 @@ class Stack:
         seed_posts(url, posts)
         return url
 
+    def use_hosts_python(self, lower_layers: str) -> str:
+        """From now on, gunicorn runs on the hosts' Python; returns its version."""
+        self.stop_app()
+        self.hosts_root = self.cleanup.enter_context(
+            hosts_python.hosts_root(self.work, lower_layers)
+        )
+        self.cleanup.callback(self.stop_app)  # before the root is unmounted
+        self.start_app(self.database_url)
+        return hosts_python.version(self.hosts_root)
+
     def start_app(self, database_url: str) -> Gunicorn:
         """gunicorn with the stack's config on `database_url`, its CPU metered as "app"."""
         env = {**self.app_env, "DATABASE_URL": database_url}
-        self.app = Gunicorn(self.release, env, self.logs / "gunicorn.log")
+        self.app = Gunicorn(self.release, env, self.logs / "gunicorn.log", self.hosts_root)
         self.meter.track("app", self.app.process.pid)
         return self.app
 

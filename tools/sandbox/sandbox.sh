@@ -11,6 +11,8 @@
 #   sandbox.sh restart HOST        stop and boot a host's container again (a reboot)
 #   sandbox.sh stop|start HOST     power a host off or on (e.g. an app host failing under load)
 #   sandbox.sh ca-root             print the path of the ACME root that issues site certificates
+#   sandbox.sh layers              build the cached base layers if missing; print them (overlay
+#                                  lowerdir, top first): a Debian 13 host's root, for a chroot
 #
 # SANDBOX_ID (0-254, default 0) derives every name, subnet and state directory, so several
 # sandboxes can run side by side. SANDBOX_CACHE_DIR (default /var/cache/flaskstack-sandbox) holds
@@ -74,7 +76,7 @@ die() {
 }
 
 usage() {
-  sed -n '7,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+  sed -n '7,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
   exit 2
 }
 
@@ -909,6 +911,13 @@ cmd_ca_root() {
   echo "$ACME_ROOT"
 }
 
+cmd_layers() {
+  ensure_root
+  ensure_host_packages
+  with_lock "${CACHE_DIR}/.lock" prepare_caches >&2
+  host_lower_layers
+}
+
 main() {
   (($# >= 1)) || usage
   local command="$1"
@@ -923,6 +932,7 @@ main() {
     summary) print_summary ;;
     ssh) cmd_ssh "$@" ;;
     ca-root) cmd_ca_root ;;
+    layers) cmd_layers ;;
     -h | --help | help) usage ;;
     *) usage ;;
   esac
