@@ -16,6 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 FIGURES = {
     "1",
+    "1c",
     "2",
     "3",
     "4",

@@ -118,6 +118,17 @@ API = Load("/api/v1/posts", compressed=True)
 FIGURES = (
     # key, name, unit, baseline (the figure it is divided by), target, what it measures
     Spec("1", "ceiling: nginx fixed 200", REQ, None, None, CEILING),
+    # No target: what the load shape of 5c costs nginx on its cheapest answer (50 clients with
+    # one request each in flight, where 1 keeps 8 streams on each of 32 connections).
+    Spec(
+        "1c",
+        "ceiling with 5c's load",
+        REQ,
+        "1",
+        None,
+        replace(CEILING, clients=SPIKE_CLIENTS, streams=1),
+        note="{clients} clients, one request at a time each",
+    ),
     Spec("2", "bare app: gunicorn /healthz", REQ, None, None, Load("/healthz", via="gunicorn")),
     Spec("3", "proxied app: nginx → /healthz", REQ, "2", at_least(0.85), PROXIED),
     Spec("4", "static: fingerprinted CSS", REQ, "1", at_least(0.85), CSS),
@@ -215,7 +226,7 @@ FIGURES = (
 SPECS = {spec.key: spec for spec in FIGURES}
 
 # The figures in the order bench.py measures them, a group at a time.
-THROUGHPUT = ("1", "2", "3", "4", "5", "5c", "6", "7", "C1", "C3", "C4", "C5")
+THROUGHPUT = ("1", "1c", "2", "3", "4", "5", "5c", "6", "7", "C1", "C3", "C4", "C5")
 LATENCY = ("8",)
 PROFILED = ("3", "5", "6", "7")  # with --py-spy: the app figures behind nginx
 GROWTH = ("9a", "9b", "9c", "9d")
