@@ -20,10 +20,13 @@ from app.extensions import db
 
 log = logging.getLogger(__name__)
 
-# Errors that mean "a backing service is unavailable right now".
+# Errors that mean "a backing service is unavailable right now". A Redis that refuses writes
+# (full under noeviction, or a replica while a failover promotes another) is one too.
 SERVICE_ERRORS = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
     sqlalchemy.exc.TimeoutError,

@@ -70,6 +70,45 @@ def test_redis_down_gives_fast_503s_and_recovers(client, signed_in, redis_server
     assert client.get("/api/v1/comments/1").json["body"] == "during the outage"
 
 
+@contextmanager
+def redis_full(redis_server):
+    """The test Redis refusing every write (maxmemory reached under noeviction)."""
+    import redis
+
+    admin = redis.Redis.from_url(redis_server.url)
+    before = admin.config_get("maxmemory")["maxmemory"], admin.config_get("maxmemory-policy")
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", "1")
+    try:
+        yield
+    finally:
+        admin.config_set("maxmemory", before[0])
+        admin.config_set("maxmemory-policy", before[1]["maxmemory-policy"])
+        admin.close()
+
+
+def test_a_full_redis_gives_503s_not_500s_and_loses_nothing(client, auth, make_user, redis_server):
+    from conftest import STRONG_PASSWORD, csrf_token_from
+
+    make_user("alice")
+    token = csrf_token_from(client, "/login")  # the form's session, stored before Redis fills
+    with redis_full(redis_server):
+        # A form page stores a new session; logging in stores the session and the epoch; the
+        # API's token endpoint counts attempts in Redis.
+        for response in (
+            client.get("/register"),
+            client.post(
+                "/login",
+                data={"csrf_token": token, "username": "alice", "password": STRONG_PASSWORD},
+            ),
+            client.post("/api/v1/tokens", json={"username": "alice", "password": "x"}),
+        ):
+            assert response.status_code == 503, response.request.path
+            assert "temporarily unavailable" in response.get_data(as_text=True)
+    assert auth.login("alice").status_code == 302
+    assert "alice" in client.get("/").get_data(as_text=True)
+
+
 def test_postgres_down_gives_fast_503s_and_recovers(client, signed_in, postgres):
     assert client.get("/").status_code == 200  # the pool now holds live connections
     with stopped(postgres):
