@@ -32,7 +32,8 @@ mkdir "$tree"
 # What runs on the app hosts, and nothing else: editing tests, docs or the roles must not make a
 # new release (and a restart). The tracked files as they are on disk; a tracked file deleted in
 # the work tree is left out.
-release_paths=(app migrations deploy/gunicorn.conf.py deploy/venv.sh requirements.txt requirements-pip.txt)
+release_paths=(app migrations flaskstack.yml deploy/gunicorn.conf.py deploy/venv.sh requirements.txt
+  requirements-pip.txt)
 cd "$repo_dir"
 git ls-files -z --cached -- "${release_paths[@]}" |
   while IFS= read -r -d '' path; do

@@ -33,6 +33,7 @@ case "$topology" in
       tests/e2e/multi/test_rolling_deploy.py
       tests/e2e/test_edge.py tests/e2e/test_user_flows.py tests/e2e/test_hardening.py
       tests/e2e/multi/test_private_services.py tests/e2e/multi/test_sessions.py
+      tests/e2e/multi/test_scheduled_jobs.py
       tests/e2e/multi/test_failover.py
       tests/e2e/test_faults.py::test_deploying_a_new_release_fails_no_request
       tests/e2e/test_faults.py::test_a_release_that_fails_its_trial_is_never_switched_to
