@@ -148,7 +148,7 @@ audit: venv ## Host audits: Lynis, ssh-audit and systemd-analyze security on eve
 	@INVENTORY="$(or $(INVENTORY),$(SANDBOX_INVENTORY))" deploy/audit.sh
 
 .PHONY: bench
-bench: venv ## Measure the stack against its own ceilings and Caddy (~20 min); table + .build/bench/results.json
+bench: venv ## Measure the stack against its own ceilings and Caddy (~27 min); table + .build/bench/results.json
 	@tools/bench/bench.sh
 
 .PHONY: scan
