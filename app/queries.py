@@ -66,8 +66,7 @@ EXCERPT_CHARS = 300
 
 class PostSummary(NamedTuple):
     """A post in a list: the attributes `models.post_dict` reads, which an ORM `Post` has too.
-    A tuple of its own rather than SQLAlchemy's `Row`, whose attributes cost ten times as much
-    to read."""
+    A tuple of its own rather than SQLAlchemy's `Row`, whose attributes are slower to read."""
 
     id: int
     title: str
