@@ -43,7 +43,7 @@ def error_response(status: int, message: str, title: str):
     if wants_json():
         return {"message": message}, status
     # Straight from the Jinja environment: Flask's render_template would run the context
-    # processors, and Flask-Login's loads the current user (its epoch in Redis), maybe down.
+    # processors, and Flask-Login's may load the current user from Redis, maybe down.
     page = current_app.jinja_env.get_template("error.html")
     return page.render(status=status, title=title, message=message), status
 

@@ -8,9 +8,13 @@ first before_request hook re-raises it inside normal request handling, where it 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import Flask, Request, Response, request, session
+from flask_session.base import ServerSideSession
 from flask_session.redis import RedisSessionInterface
 
+from app.auth import epochs
 from app.errors import SERVICE_ERRORS
 
 ENVIRON_KEY = "flaskstack.session_error"
@@ -24,6 +28,15 @@ class ResilientRedisSessionInterface(RedisSessionInterface):
         except SERVICE_ERRORS as exc:
             request.environ[ENVIRON_KEY] = exc
             return self.make_null_session(app)
+
+    def _upsert_session(
+        self, session_lifetime: timedelta, session: ServerSideSession, store_id: str
+    ) -> None:
+        # A session that holds an account is listed with it, so that ending the account's
+        # sessions finds it (app/auth/epochs.py).
+        data = self.serializer.encode(session)
+        lifetime = int(session_lifetime.total_seconds())
+        epochs.store(self.client, store_id, data, lifetime, session.get(epochs.SESSION_KEY))
 
 
 def raise_session_error() -> None:

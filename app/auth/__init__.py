@@ -23,7 +23,7 @@ LOGIN_FAILED = "Unknown username or wrong password."
 ALREADY_REGISTERED = "That username or e-mail address is already registered."
 
 
-# One Redis read per request, no Postgres query (app/auth/epochs.py).
+# The user from the session alone: no Postgres query, no Redis read (app/auth/epochs.py).
 login_manager.user_loader(epochs.load)
 
 

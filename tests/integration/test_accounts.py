@@ -18,6 +18,26 @@ def logged_in(client) -> bool:
     return "Log out" in client.get("/").get_data(as_text=True)
 
 
+def session_key(client) -> str:
+    """The Redis key of the client's session (Flask-Session's prefix and the cookie's id)."""
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    return f"flaskstack:session:{cookie.value}"
+
+
+def stored_data(app, key: str) -> bytes | None:
+    with app.app_context():
+        return get_redis().get(key)
+
+
+def as_written_before_sessions_were_listed(client) -> None:
+    """Make the client's session one that a release before the list of sessions wrote."""
+    with client.session_transaction() as session:
+        session[epochs.SESSION_KEY] = {
+            name: value for name, value in session[epochs.SESSION_KEY].items() if name != "listed"
+        }
+
+
 @pytest.mark.parametrize(
     "command",
     [
@@ -38,9 +58,14 @@ def test_an_account_change_ends_its_sessions_at_the_next_request(
     AuthActions(other).login("boss")
     assert logged_in(other)
 
+    stored = [session_key(browser) for browser in (client, other)]
+    assert all(stored_data(app, key) for key in stored)
+
     result = runner.invoke(args=command, env=PASSWORD_ENV)
     assert result.exit_code == 0, result.output
 
+    # Deleted from Redis at once, not at their next request.
+    assert [stored_data(app, key) for key in stored] == [None, None]
     admin_page = client.get("/admin/deleted")
     assert admin_page.status_code == 302 and "/login" in admin_page.headers["Location"]
     assert not logged_in(client)
@@ -83,11 +108,67 @@ def test_a_change_that_lands_during_a_log_in_is_not_missed(
     assert client.get("/admin/deleted").status_code == (403 if stays else 302)
 
 
+def test_a_session_written_after_its_account_sessions_ended_is_not_kept(
+    app, client, auth, make_user
+):
+    """A request that was running when the account's sessions ended, and writes its session
+    afterwards (a flash message, a form's token), does not bring the session back."""
+    make_user("alice")
+    auth.login("alice")
+    key = session_key(client)
+    with app.test_request_context("/", headers={"Cookie": f"session={key.rsplit(':', 1)[1]}"}):
+        from flask import request
+
+        interface = app.session_interface
+        running = interface.open_session(app, request)
+        assert running[epochs.SESSION_KEY]["username"] == "alice"
+        epochs.end_sessions(running[epochs.SESSION_KEY]["id"])
+        assert stored_data(app, key) is None
+        running["note"] = "written at the end of the request"
+        interface.save_session(app, running, app.response_class())
+    assert stored_data(app, key) is None
+    assert not logged_in(client)
+
+
+def test_a_logged_in_page_asks_redis_for_its_session_only(app, client, auth, make_user):
+    make_user("alice")
+    auth.login("alice")
+    stranger = app.test_client()
+
+    def redis_reads(browser) -> int:
+        with app.app_context():
+            redis = get_redis()
+            redis.config_resetstat()
+            assert browser.get("/").status_code == 200
+            stats = redis.info("commandstats")
+        return sum(
+            stats.get(f"cmdstat_{command}", {}).get("calls", 0)
+            for command in ("get", "mget", "exists", "smembers", "sismember", "hget")
+        )
+
+    assert logged_in(client) and not logged_in(stranger)
+    assert redis_reads(client) == redis_reads(stranger) + 1
+
+
+def test_a_session_from_an_earlier_release_is_checked_against_the_epoch_and_listed(
+    app, client, auth, make_user, runner
+):
+    make_user("alice")
+    auth.login("alice")
+    as_written_before_sessions_were_listed(client)
+    assert logged_in(client)  # the epoch still holds: listed and written again
+    with client.session_transaction() as session:
+        assert session[epochs.SESSION_KEY]["listed"] is True
+    assert runner.invoke(args=["end-sessions", "alice"]).exit_code == 0
+    assert not logged_in(client)
+
+
 def test_redis_failing_at_the_epoch_read_is_a_503_not_a_stranger(
     client, auth, make_user, monkeypatch
 ):
     make_user("boss", admin=True)
     auth.login("boss")
+    as_written_before_sessions_were_listed(client)  # the sessions that still read it
     # The session opens from the live Redis; only the epoch read meets one that is down
     # (nothing listens on port 1).
     monkeypatch.setattr(epochs, "get_redis", lambda: make_redis("redis://127.0.0.1:1/0"))
@@ -147,13 +228,23 @@ def test_a_demoted_admin_who_logs_in_again_is_an_ordinary_user(client, auth, mak
     assert client.get("/admin/deleted").status_code == 403
 
 
-def test_a_lost_epoch_logs_out_and_never_in(app, client, auth, make_user):
+@pytest.mark.parametrize("written", ["listed", "before the list"])
+def test_a_lost_epoch_never_lets_anyone_in(app, client, auth, make_user, written):
     make_user("alice")
     auth.login("alice")
-    assert logged_in(client)
+    if written == "before the list":
+        as_written_before_sessions_were_listed(client)
     with app.app_context():
         user_id = db.session.scalar(db.text("SELECT id FROM users WHERE username = 'alice'"))
         get_redis().delete(EPOCH_KEY.format(user_id))
+        stored = get_redis().get(session_key(client))
+        # A listed session is ended by being deleted, so it holds until its next write,
+        # which finds the epoch gone; one from before the list ends at its next request.
+        assert stored is not None
+    if written == "listed":
+        assert logged_in(client)
+        with client.session_transaction() as session:
+            session["note"] = "any write"
     assert not logged_in(client)
     # The ended session is gone for good: a new epoch does not bring it back.
     auth.login("alice")
