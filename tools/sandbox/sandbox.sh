@@ -913,7 +913,8 @@ cmd_ca_root() {
 
 cmd_layers() {
   ensure_root
-  ensure_host_packages
+  # Progress to stderr: stdout is the answer (bench: tools/bench/hosts-python.sh).
+  ensure_host_packages >&2
   with_lock "${CACHE_DIR}/.lock" prepare_caches >&2
   host_lower_layers
 }
