@@ -29,6 +29,10 @@ def summarize_profile(collapsed: Path, top: int = 12) -> dict:
     total = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
+        # py-spy samples without stopping the workers: a frame it read while it changed may
+        # hold a line break, which splits that stack over lines that end without a count.
+        if not count.isdigit():
+            continue
         frames = stack.split(";")
         samples = int(count)
         total += samples
