@@ -31,7 +31,8 @@ venv: $(BIN)/.installed ## Create the virtualenv (.venv) from requirements-dev.t
 
 # Every lock file beside its input (.in → .txt), compiled by the one lock tool, uv (pinned in
 # requirements-dev.txt); requirements.txt before requirements-dev.txt, which it constrains.
-LOCKS := requirements-pip requirements requirements-dev deploy/certbot/requirements tests/compose/tools
+LOCKS := requirements-pip requirements requirements-dev deploy/certbot/requirements tests/compose/tools \
+  examples/guestbook/requirements
 
 .PHONY: lock
 lock: venv ## Re-resolve every lock file with uv: keeps the pins that still fit (UPGRADE=1: newest)
@@ -63,9 +64,9 @@ lint: venv ## Run the linters (ruff, shellcheck, yamllint, ansible-lint, squawk 
 test: deps venv lint test-app test-bench-smoke test-e2e test-e2e-multi test-compose ## Run everything: linters, app tests, sandbox and Compose end to end
 
 .PHONY: test-app
-test-app: deps venv ## App tests against real Postgres, Redis and an SMTP sink
-	@echo "==> app tests (unit + integration)"
-	@pytest tests/unit tests/integration
+test-app: deps venv ## App tests against real Postgres, Redis and an SMTP sink; the example app's
+	@echo "==> app tests (unit + integration; examples/guestbook)"
+	@pytest tests/unit tests/integration examples/guestbook/tests
 
 .PHONY: test-e2e
 test-e2e: deps venv ## Deploy to a fresh single-host sandbox, check it from outside, tear it down
