@@ -84,5 +84,6 @@ INVENTORY="$inventory" deploy/deploy.sh
 echo "first deploy took $((SECONDS - deploy_started)) s"
 
 stage "checking the deployment from outside"
-# -rP: the captured output of passed tests too (timings, load counts, the scan table).
-.venv/bin/pytest -p no:cacheprovider -v -rP "${tests[@]}"
+# -rP: the captured output of passed tests too (timings, load counts, the scan table);
+# --durations: the slowest tests, to see where the stage's time goes.
+.venv/bin/pytest -p no:cacheprovider -v -rP --durations=15 "${tests[@]}"
