@@ -64,13 +64,15 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /srv/flaskstack
 # The same layout as a release directory on the Ansible hosts, owned by root: the app's user
 # can read its code but not change it.
+COPY flaskstack.toml ./
 COPY app/ app/
 COPY migrations/ migrations/
-COPY deploy/gunicorn.conf.py deploy/docker-entrypoint.sh deploy/
+COPY deploy/gunicorn.conf.py deploy/manifest.py deploy/docker-entrypoint.sh deploy/
 # Fingerprinted, precompressed (.gz, .br) static files, and bytecode: the code is read-only
 # at run time, so nothing is compiled on the first request. /srv/static is where
 # `docker-entrypoint.sh release` publishes them for nginx (a named volume in Compose).
-RUN python -m app.assets build \
+RUN python deploy/manifest.py run build \
+    && ln -s "../$(python deploy/manifest.py get static)" deploy/static \
     && python -m compileall -q app migrations deploy \
     && install -d -o flaskstack -g flaskstack -m 0755 /srv/static
 USER 10001:10001

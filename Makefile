@@ -95,7 +95,7 @@ SANDBOX_JSON := $(if $(filter 0,$(SANDBOX_ID)),.sandbox,.sandbox-$(SANDBOX_ID))/
 SANDBOX_INVENTORY = $(shell python3 -c 'import json; print(json.load(open("$(SANDBOX_JSON)"))["inventory"])' 2>/dev/null || echo ansible/inventories/sandbox)
 
 .PHONY: demo
-demo: venv ## Start the sandbox (TOPOLOGY=single|multi) and deploy the stack to it
+demo: venv ## Start the sandbox (TOPOLOGY=single|multi) and deploy the stack to it (APP=another app)
 	@tools/sandbox/sandbox.sh up $(TOPOLOGY)
 	@INVENTORY="$(SANDBOX_INVENTORY)" deploy/deploy.sh
 	@tools/sandbox/sandbox.sh summary
@@ -105,7 +105,7 @@ demo-down: ## Remove the sandbox: hosts, network, CA, state
 	@tools/sandbox/sandbox.sh down
 
 .PHONY: deploy
-deploy: venv ## Provision and deploy with Ansible: make deploy INVENTORY=ansible/inventories/<name>
+deploy: venv ## Provision and deploy with Ansible: make deploy INVENTORY=… [APP=dir or git URL@ref]
 	@INVENTORY="$(INVENTORY)" deploy/deploy.sh
 
 .PHONY: rollback

@@ -3,9 +3,10 @@
 #
 #   web       (default) gunicorn with deploy/gunicorn.conf.py, as on the Ansible hosts;
 #             RUN_MIGRATIONS=1 upgrades the database first (for a single-container setup)
-#   worker    the RQ worker (python -m app.worker)
-#   release   once per deployment, before the new code takes traffic: database migrations,
-#             then the static files copied to /srv/static for nginx (a shared volume)
+#   worker    the app's worker (`worker` in flaskstack.toml; the blog's RQ worker)
+#   release   once per deployment, before the new code takes traffic: database migrations
+#             (`migrate`), then the static files (`static`, linked as deploy/static) copied to
+#             /srv/static for nginx (a shared volume)
 #   anything else runs as given, e.g. `flask --app app create-admin NAME EMAIL`
 #
 # Every role first waits for Postgres and Redis with bounded exponential backoff
@@ -14,7 +15,7 @@
 # exits non-zero and says why. .env-template documents both variables.
 set -euo pipefail
 
-readonly STATIC_SOURCE=/srv/flaskstack/app/static
+readonly STATIC_SOURCE=/srv/flaskstack/deploy/static
 readonly STATIC_TARGET=/srv/static
 
 wait_for_services() {
@@ -27,7 +28,7 @@ wait_for_services() {
 
 migrate() {
   echo "flaskstack: upgrading the database schema"
-  flask --app app upgrade-schema
+  python deploy/manifest.py run migrate
 }
 
 publish_static() {
@@ -48,7 +49,7 @@ case "$role" in
     ;;
   worker)
     wait_for_services
-    exec python -m app.worker
+    exec python deploy/manifest.py run worker
     ;;
   release)
     wait_for_services

@@ -1,24 +1,41 @@
 """gunicorn settings shared by every way of running the app (systemd, Docker, `make dev`).
 
-Run as `gunicorn -c deploy/gunicorn.conf.py` from the release directory. Under systemd socket
+Run as `gunicorn -c deploy/gunicorn.conf.py` from the release directory (or the app's): the app's
+flaskstack.toml there names its WSGI entry point and its configuration check. Under systemd socket
 activation gunicorn finds the inherited socket through LISTEN_FDS and ignores `bind`, so
 restarts never refuse a connection: systemd keeps accepting while workers are replaced.
 """
 
+import importlib
+import importlib.util
 import os
 import sys
 
 from dotenv import load_dotenv
 
-# gunicorn imports this file with the release directory on sys.path (its chdir).
-from app.config import ConfigError, load_settings, log_level
+
+def _read_manifest() -> dict:
+    # manifest.py by its path: deploy/ is no package, and the app's modules keep their names.
+    spec = importlib.util.spec_from_file_location(
+        "flaskstack_manifest",
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "manifest.py"),
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        return module.load(os.getcwd())["app"]
+    except module.ManifestError as exc:
+        sys.exit(f"flaskstack: {exc}")
+
+
+_app = _read_manifest()
 
 # The settings below come from the environment, and on the Ansible hosts the environment is the
 # release's .env: load it now, before they are read, not only in the workers (create_app). It
 # never overrides a variable that is already set (Docker, systemd, tests).
 load_dotenv(os.path.join(os.getcwd(), ".env"))
 
-wsgi_app = "app.wsgi:app"
+wsgi_app = _app["wsgi"]
 
 # One address or several, comma-separated ("127.0.0.1:8000,unix:/run/app.sock"). Under systemd,
 # the socket unit's ListenStream lines are the addresses instead.
@@ -68,17 +85,23 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"
 # Logs to stdout/stderr for journald or Docker; the request id comes from nginx.
 accesslog = "-"
 errorlog = "-"
-loglevel = log_level(os.environ).lower()  # the app's LOG_LEVEL, with the app's default
+loglevel = (os.environ.get("LOG_LEVEL") or "info").strip().lower()  # the app's LOG_LEVEL too
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}i)s "%(a)s"'
 
 proc_name = "flaskstack-web"
 
 
 def on_starting(server):
-    """Check the configuration once in the master: a bad setting stops it with one line,
-    instead of every worker failing to boot in a loop."""
+    """Run the app's configuration check (flaskstack.toml's `check`) once in the master: a bad
+    setting stops it with one line, instead of every worker failing to boot in a loop."""
+    if not _app["check"]:
+        return
+    module, function = _app["check"].split(":")
     try:
-        load_settings()
-    except ConfigError as exc:
+        getattr(importlib.import_module(module), function)()
+    except SystemExit as exc:  # the blog's ConfigError: the message is its code
         print(f"flaskstack: configuration error: {exc.code}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - any failure of the app's own check stops the start
+        print(f"flaskstack: configuration error: {exc}", file=sys.stderr)
         sys.exit(1)

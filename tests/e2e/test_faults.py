@@ -75,16 +75,24 @@ class FaultTable:
         lines += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
         return "\n".join(lines)
 
+    def report(self, sandbox, title: str, mode: str = "w") -> None:
+        """Print the table, and keep it where tools/run-e2e.sh prints it at the stage's end
+        (mode "a": after the tables already there)."""
+        text = f"{title}:\n{self.render()}\n"
+        print("\n" + text)
+        out = ROOT / ".build" / "e2e"
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / f"faults-{sandbox.sandbox_id}.txt").open(mode) as file:
+            file.write(text if mode == "w" else "\n" + text)
+
 
 @pytest.fixture(scope="module")
 def table(sandbox):
     table = FaultTable()
     yield table
-    text = table.render()
-    print("\nfault-injection suite (requests under load; failures by kind and status):\n" + text)
-    out = ROOT / ".build" / "e2e"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"faults-{sandbox.sandbox_id}.txt").write_text(text + "\n")
+    table.report(
+        sandbox, "fault-injection suite (requests under load; failures by kind and status)"
+    )
 
 
 # ---- helpers -------------------------------------------------------------------------------------
@@ -136,10 +144,14 @@ def check_back_after(load: WriteLoad, fault_ended: float) -> float:
     return back
 
 
-def deploy(sandbox, *args: str, playbook: str = "ansible/site.yml", rollback_to: str = ""):
+def deploy(
+    sandbox, *args: str, playbook: str = "ansible/site.yml", rollback_to: str = "", app: str = ""
+):
     env = {**os.environ, "INVENTORY": str(ROOT / sandbox.spec["inventory"]), "PLAYBOOK": playbook}
     if rollback_to:
         env["ROLLBACK_RELEASE"] = rollback_to
+    if app:
+        env["APP"] = app  # another app than this repository's (deploy/build-release.sh)
     return subprocess.run(
         [str(ROOT / "deploy" / "deploy.sh"), *args],
         env=env, capture_output=True, text=True, timeout=1800, cwd=ROOT,

@@ -7,6 +7,7 @@ with the server closing an idle connection.
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import time
@@ -64,7 +65,7 @@ class SteadyLoad:
 class Request:
     """One request of a WriteLoad and how it ended."""
 
-    kind: str  # "write" (create a comment), "read" (read it back) or "page" (logged-in page)
+    kind: str  # "write" (create a comment), "read" (read it back) or "page" (a page)
     started: float  # seconds since the load began
     seconds: float  # until the answer (or the error)
     status: str  # HTTP status, or the exception's name when no answer came
@@ -74,7 +75,8 @@ class Request:
 
     @property
     def ok(self) -> bool:
-        return self.status.startswith("2")
+        # A form's write is answered 303 See Other (Post/Redirect/Get: the guestbook).
+        return self.status.startswith("2") or (self.kind == "write" and self.status == "303")
 
 
 class WriteLoad:
@@ -232,3 +234,40 @@ class WriteLoad:
         for second in sorted(rows):
             lines.append(f"{second:6d} " + " ".join(f"{rows[second][h]:8d}" for h in columns))
         return "\n".join(lines)
+
+
+class GuestbookLoad(WriteLoad):
+    """The same load against examples/guestbook, the second app: each thread reads the book (a
+    page with its form's CSRF token, tied to the thread's session cookie) and signs it with a
+    unique message. A write is acknowledged when the site answers 303 (Post/Redirect/Get); the
+    guestbook gives no id, so `body` is what a test looks for in Postgres."""
+
+    CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+    def __init__(self, url: str, ca_cert: str, writers: int = 4, timeout: float = 10) -> None:
+        client = requests.Session()
+        client.verify = ca_cert
+        super().__init__(url, api=client, post_id=0, writers=writers, timeout=timeout)
+
+    def _run(self, writer: int) -> None:
+        client = self._client(self.api)
+        seq = 0
+        while not self._stop.is_set():
+            seq += 1
+            page, response = self._send(client, "page", "GET", f"{self.url}/")
+            records = [page]
+            token = self.CSRF.search(response.text) if page.ok else None
+            if token:
+                body = f"load {self.tag} {writer}-{seq}"
+                form = {"csrf_token": token.group(1), "name": f"load {writer}", "message": body}
+                # Over HTTPS, Flask-WTF wants the form's page as the Referer, as a browser sends.
+                write, _ = self._send(
+                    client, "write", "POST", f"{self.url}/", data=form, allow_redirects=False,
+                    headers={"Referer": f"{self.url}/"},
+                )  # fmt: skip
+                write.body = body
+                if write.status == "303":
+                    write.comment_id = seq  # acknowledged; the number is only this thread's
+                records.append(write)
+            with self._lock:
+                self.requests.extend(records)

@@ -216,7 +216,7 @@ class Stack:
         self.ca_cert = make_certificates(self.certs)
         log("release: deploy/build-release.sh")
         self.release = build_release(self.work)
-        self.static_root = self.release / "app/static"
+        self.static_root = self.release / "deploy/static"
         self.manifest = json.loads((self.static_root / "dist/manifest.json").read_text())
         log("Postgres and Redis with the roles' settings")
         self.start_databases()

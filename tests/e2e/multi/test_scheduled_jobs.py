@@ -1,4 +1,4 @@
-"""The app's scheduled jobs (flaskstack.yml): a systemd timer on one app host (the role's
+"""The app's scheduled jobs (flaskstack.toml): a systemd timer on one app host (the role's
 app_scheduler_host, the first app host unless the inventory says otherwise) and none on the
 others; a run does its job with the live release and its settings; moving the scheduler host
 moves the jobs in one deploy."""
@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
-JOB = "purge-deleted"  # flaskstack.yml: flask purge-deleted --days 30, daily
+JOB = "purge-deleted"  # flaskstack.toml: flask purge-deleted --days 30, daily
 TIMER, SERVICE = f"flaskstack-job-{JOB}.timer", f"flaskstack-job-{JOB}.service"
 
 

@@ -1,0 +1,144 @@
+"""A second app on the same stack (issue 20): examples/guestbook, deployed by the same roles with
+`make deploy APP=examples/guestbook`, replaces the blog on the multi-host sandbox. Then a second
+release of it switches under load, and `make rollback` goes back, each with no failed request and
+no lost write. The stage's scans and host audit run after this module: they grade the guestbook.
+
+The guestbook has its own database (postgres_app_database, as its inventory would say): its
+Flask-Migrate history is not the blog's. Replacing one app by another is not a zero-downtime
+operation (the blog's database access ends with the switch of pg_hba), so only the guestbook's
+own release switches run under load.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_faults import FaultTable, deploy, deploy_records, live_release
+
+from support.load import GuestbookLoad
+
+ROOT = Path(__file__).resolve().parents[3]
+GUESTBOOK = ROOT / "examples" / "guestbook"
+DATABASE = "guestbook"
+# What an inventory of the guestbook would set.
+INVENTORY_VARS = ("-e", f"postgres_app_database={DATABASE}")
+WRITERS = 4
+
+
+@pytest.fixture(scope="module")
+def releases() -> dict[str, str]:
+    return {}
+
+
+@pytest.fixture(scope="module")
+def table(sandbox):
+    table = FaultTable()
+    yield table
+    table.report(sandbox, "the second app (examples/guestbook) under load", mode="a")
+
+
+@pytest.fixture
+def load(sandbox) -> GuestbookLoad:
+    return GuestbookLoad(sandbox.url, sandbox.ca_cert, writers=WRITERS)
+
+
+def entries_in_postgres(sandbox, tag: str) -> set[str]:
+    db = sandbox.hosts_in("db")[0]
+    query = f"COPY (SELECT message FROM entries WHERE message LIKE 'load {tag} %') TO STDOUT"  # noqa: S608
+    result = sandbox.ssh(db, f'sudo -u postgres psql -X -q -d {DATABASE} -c "{query}"')
+    return set(result.stdout.splitlines())
+
+
+def check_writes(sandbox, load: GuestbookLoad) -> int:
+    """Every acknowledged signature is in the guestbook's database; returns how many."""
+    assert load.acknowledged, "the load acknowledged no write at all"
+    stored = entries_in_postgres(sandbox, load.tag)
+    missing = [w for w in load.acknowledged if w.body not in stored]
+    assert missing == [], f"{len(missing)} acknowledged writes missing: {missing[:3]}"
+    return len(load.acknowledged)
+
+
+def variant(tmp_path: Path, marker: str) -> Path:
+    """The guestbook with one visible change (a marker in every page), as its own git work tree:
+    a release holds an app's tracked files."""
+    tree = tmp_path / "guestbook"
+    shutil.copytree(GUESTBOOK, tree, ignore=shutil.ignore_patterns("__pycache__"))
+    base = tree / "guestbook" / "templates" / "base.html"
+    base.write_text(base.read_text().replace("</main>", f"<!-- {marker} --></main>", 1))
+    assert marker in base.read_text()
+    git = ["git", "-c", "user.name=e2e", "-c", "user.email=e2e@example.com", "-C", str(tree)]
+    for args in (["init", "--quiet"], ["add", "."], ["commit", "--quiet", "-m", marker]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    return tree
+
+
+def home_page(sandbox, browser) -> str:
+    page = browser.get(f"{sandbox.url}/", timeout=15)
+    assert page.status_code == 200, page.text[:500]
+    return page.text
+
+
+def test_the_guestbook_replaces_the_blog_through_the_same_roles(sandbox, browser, releases):
+    blog = live_release(sandbox)
+    result = deploy(sandbox, *INVENTORY_VARS, app=str(GUESTBOOK))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    releases["first"] = live_release(sandbox)
+    assert releases["first"] != blog
+
+    assert "<title>Guestbook</title>" in home_page(sandbox, browser)
+    for host in sandbox.hosts_in("app"):
+        record = json.loads(sandbox.ssh(host, "cat /srv/flaskstack/current/RELEASE.json").stdout)
+        assert record["app"] == str(GUESTBOOK), (host["name"], record)
+        # It declares no worker and no scheduled job: none runs, on any host.
+        worker = sandbox.ssh(
+            host, "systemctl is-enabled flaskstack-worker.service; "
+            "systemctl is-active flaskstack-worker.service", check=False,
+        ).stdout.split()  # fmt: skip
+        assert worker == ["disabled", "inactive"], (host["name"], worker)
+        timers = sandbox.ssh(host, "systemctl list-units --all --plain --no-legend "
+                             "'flaskstack-job-*'").stdout  # fmt: skip
+        assert timers.strip() == "", (host["name"], timers)
+
+    # Its static files keep their names: the edge serves them for an hour, not a year.
+    css = browser.get(f"{sandbox.url}/static/guestbook.css", timeout=15)
+    assert css.status_code == 200 and "body" in css.text
+    assert css.headers["Cache-Control"] == "public, max-age=3600"
+
+    # A visitor signs it (CSRF-protected form, Post/Redirect/Get).
+    with GuestbookLoad(sandbox.url, sandbox.ca_cert, writers=1) as load:
+        pass
+    assert load.acknowledged and not load.failed, load.summary()
+    assert entries_in_postgres(sandbox, load.tag) == {w.body for w in load.acknowledged}
+
+
+def test_a_second_release_of_the_guestbook_switches_with_no_failed_request(
+    sandbox, browser, load, table, releases, tmp_path
+):
+    marker = f"guestbook-marker-{load.tag}"
+    app = variant(tmp_path, marker)
+    with load:
+        result = deploy(sandbox, *INVENTORY_VARS, app=str(app))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    table.add("guestbook: deploy its release 2", load, check_writes(sandbox, load), None)
+    assert load.failures() == {}, load.per_second()
+    releases["second"] = live_release(sandbox)
+    assert releases["second"] != releases["first"]
+    assert marker in home_page(sandbox, browser)
+    record = deploy_records(sandbox)[-1]
+    assert record["release"] == releases["second"] and record["previous"] == releases["first"]
+
+
+def test_rollback_takes_the_guestbook_back_with_no_failed_request(
+    sandbox, browser, load, table, releases
+):
+    with load:
+        result = deploy(sandbox, *INVENTORY_VARS, playbook="ansible/rollback.yml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    table.add("guestbook: make rollback", load, check_writes(sandbox, load), None)
+    assert load.failures() == {}, load.per_second()
+    assert live_release(sandbox) == releases["first"]
+    assert "guestbook-marker-" not in home_page(sandbox, browser)
