@@ -56,7 +56,8 @@ git -C "$app_dir" rev-parse --git-dir >/dev/null 2>&1 ||
   die "$app_dir is not in a git work tree (a release holds the app's tracked files)"
 
 manifest() { "$python" "$repo_dir/deploy/manifest.py" "$@"; }
-mapfile -t app_files < <(manifest get files "$app_dir") || die "the app's flaskstack.toml is not usable"
+# A manifest that cannot be read lists no files (manifest.py has said why).
+mapfile -t app_files < <(manifest get files "$app_dir")
 [[ ${#app_files[@]} -gt 0 ]] || die "the app's flaskstack.toml is not usable"
 
 # What runs on the app hosts, and nothing else: editing tests, docs or the roles must not make a
