@@ -69,7 +69,7 @@ class FaultTable:
 
     def render(self) -> str:
         cells = [[str(row[c]) for c in self.COLUMNS] for row in self.rows]
-        widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(self.COLUMNS)]
+        widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(self.COLUMNS)]
         line = " | ".join(c.ljust(w) for c, w in zip(self.COLUMNS, widths, strict=True))
         lines = [line, "-|-".join("-" * w for w in widths)]
         lines += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
@@ -77,8 +77,8 @@ class FaultTable:
 
     def report(self, sandbox, title: str, mode: str = "w") -> None:
         """Print the table, and keep it where tools/run-e2e.sh prints it at the stage's end
-        (mode "a": after the tables already there)."""
-        text = f"{title}:\n{self.render()}\n"
+        (mode "a": after the tables already there). No rows: its cases did not get that far."""
+        text = f"{title}:\n{self.render() if self.rows else '(no case ran to its end)'}\n"
         print("\n" + text)
         out = ROOT / ".build" / "e2e"
         out.mkdir(parents=True, exist_ok=True)
