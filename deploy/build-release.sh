@@ -72,7 +72,12 @@ copy_tracked() {
     done |
     tar --null --files-from=- --create --file=-) | tar --extract --file=- --directory="$tree"
 }
-copy_tracked "$app_dir" "${app_files[@]}" flaskstack.toml requirements.txt
+mapfile -t app_hooks < <(manifest get hooks "$app_dir")
+copy_tracked "$app_dir" "${app_files[@]}" "${app_hooks[@]}" flaskstack.toml requirements.txt
+for hook in "${app_hooks[@]}"; do
+  [[ -f "$tree/$hook" && -x "$tree/$hook" ]] ||
+    die "the hook $hook in flaskstack.toml is not a tracked, executable file of the app"
+done
 [[ -f "$tree/requirements.txt" ]] || die "the app has no requirements.txt (its hash-pinned lock)"
 # The stack runs the app with gunicorn and loads its .env with python-dotenv, from the app's venv.
 for package in gunicorn python-dotenv; do

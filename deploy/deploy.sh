@@ -54,6 +54,23 @@ fi
 deploy_id="$(new_run_id deploy)"
 extra_vars+=(-e "deploy_id=$deploy_id" -e "deploy_lock_owner=$operator" -e "app_deployed_by=$operator")
 
+# The app's hooks ([hooks] in its flaskstack.toml, docs/app-contract.md), run here from the
+# release being deployed: its files unpacked in a directory of their own.
+hooks_dir=""
+if [[ -n "${archive:-}" ]]; then
+  hooks_dir="$(mktemp -d "${TMPDIR:-/tmp}/flaskstack-hooks.XXXXXX")"
+  trap 'rm -rf "$hooks_dir"' EXIT
+  tar -xzf "$archive" -C "$hooks_dir"
+fi
+run_hook() {
+  [[ -n "$hooks_dir" ]] || return 0
+  FLASKSTACK_HOOK="$1" FLASKSTACK_RELEASE="$release" FLASKSTACK_INVENTORY="$INVENTORY" \
+    FLASKSTACK_DEPLOY_ID="$deploy_id" FLASKSTACK_PERFORMER="$operator" \
+    FLASKSTACK_RUNTIME="$((SECONDS - started))" \
+    python3 "$hooks_dir/deploy/manifest.py" run "$1" "$hooks_dir"
+}
+run_hook pre-deploy || die "the app's pre-deploy hook failed: nothing was deployed"
+
 echo "==> ansible-playbook $playbook on $INVENTORY (run $deploy_id)"
 status=0
 "$ansible_playbook" -i "$INVENTORY" "$playbook" "${extra_vars[@]}" "$@" 2>&1 |
@@ -64,6 +81,9 @@ status=0
 if ((status != 0)); then
   echo "==> giving the deploy lock back"
   give_deploy_lock_back "$deploy_id" "$log_dir/unlock.log"
+elif ! run_hook post-deploy; then
+  echo "==> the app's post-deploy hook failed (the release is deployed and serves)"
+  status=1
 fi
 
 # The summary: URL, hosts with their groups and their recap counts, the time taken. The groups

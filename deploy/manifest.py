@@ -6,9 +6,10 @@ virtualenv), the image and the Ansible roles.
 
     manifest.py show [DIR]          the manifest with its defaults, as JSON (the roles read it)
     manifest.py get KEY [DIR]       one key of [app] (e.g. static), empty if unset; a list one
-                                    item per line
+                                    item per line; `hooks`: the paths of the declared hooks
     manifest.py run KIND [DIR]      run the app's `build`, `migrate` or `worker` command in DIR,
-                                    its first word from DIR/.venv/bin when it is there
+                                    its first word from DIR/.venv/bin when it is there; or its
+                                    `pre-deploy` or `post-deploy` hook ([hooks])
 
 DIR is the app's directory (or a release); default: the current directory.
 """
@@ -46,6 +47,10 @@ APP_KEYS: dict[str, Any] = {
 }
 REQUIRED = ("files", "wsgi")
 COMMANDS = ("build", "migrate", "worker")
+# Executables the app ships, run by deploy/deploy.sh on the machine that deploys (like Kamal's):
+# pre-deploy once the release is built and before any host is touched (failing stops the deploy),
+# post-deploy once every host serves it.
+HOOKS = ("pre-deploy", "post-deploy")
 JOB_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 WSGI = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\(\))?$")
 CHECK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -72,7 +77,7 @@ def _command(value: object, what: str) -> str:
 
 def parse(data: dict[str, Any]) -> dict[str, Any]:
     """Check a parsed manifest and fill in its defaults."""
-    unknown = set(data) - {"app", "scheduled"}
+    unknown = set(data) - {"app", "scheduled", "hooks"}
     if unknown:
         raise ManifestError(f"unknown tables or keys: {', '.join(sorted(unknown))}")
     app = data.get("app")
@@ -123,7 +128,12 @@ def parse(data: dict[str, Any]) -> dict[str, Any]:
         job["command"] = _command(job["command"], f"the command of job {job['name']}")
         if not isinstance(job["on_calendar"], str) or not job["on_calendar"].strip():
             raise ManifestError(f"job {job['name']} needs an on_calendar (systemd.time(7))")
-    return {"app": result, "scheduled": jobs}
+    hooks = data.get("hooks", {})
+    if not isinstance(hooks, dict) or set(hooks) - set(HOOKS):
+        raise ManifestError(f"[hooks] may name {' and '.join(HOOKS)}, each an executable's path")
+    hooks = {name: _relative_path(hooks[name], f"hooks.{name}") if name in hooks else None
+             for name in HOOKS}  # fmt: skip
+    return {"app": result, "scheduled": jobs, "hooks": hooks}
 
 
 def load(directory: str | os.PathLike[str] = ".") -> dict[str, Any]:
@@ -142,8 +152,16 @@ def load(directory: str | os.PathLike[str] = ".") -> dict[str, Any]:
 
 
 def run(kind: str, directory: Path) -> int:
-    """exec the app's command of this kind in the directory; 0 at once if it declares none."""
-    command = load(directory)["app"][kind]
+    """exec the app's command or hook of this kind in the directory; 0 at once if it declares
+    none."""
+    manifest = load(directory)
+    if kind in HOOKS:
+        hook = manifest["hooks"][kind]
+        if hook is None:
+            return 0
+        os.chdir(directory)
+        os.execv(hook, [hook])  # noqa: S606 - the app's own hook
+    command = manifest["app"][kind]
     if command is None:
         print(f"flaskstack: the app declares no {kind} command", file=sys.stderr)
         return 0
@@ -165,8 +183,8 @@ def main(argv: list[str]) -> int:
     directory = Path(directory[0] if directory else ".")
     try:
         if action == "run":
-            if key not in COMMANDS:
-                print(f"manifest.py run: one of {', '.join(COMMANDS)}", file=sys.stderr)
+            if key not in COMMANDS + HOOKS:
+                print(f"manifest.py run: one of {', '.join(COMMANDS + HOOKS)}", file=sys.stderr)
                 return 2
             return run(key, directory)
         manifest = load(directory)
@@ -176,11 +194,15 @@ def main(argv: list[str]) -> int:
     if action == "show":
         print(json.dumps(manifest, indent=2))
         return 0
-    if key not in APP_KEYS:
-        print(f"manifest.py get: one of {', '.join(APP_KEYS)}", file=sys.stderr)
+    if key not in (*APP_KEYS, "hooks"):
+        print(f"manifest.py get: one of {', '.join(APP_KEYS)}, hooks", file=sys.stderr)
         return 2
-    value = manifest["app"][key]
-    print("\n".join(value) if isinstance(value, list) else value or "")
+    # hooks: the paths of the hooks the app declares.
+    value = [p for p in manifest["hooks"].values() if p] if key == "hooks" else manifest["app"][key]
+    if isinstance(value, list):
+        print("".join(f"{item}\n" for item in value), end="")
+    else:
+        print(value or "")
     return 0
 
 

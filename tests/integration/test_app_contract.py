@@ -179,3 +179,38 @@ def test_an_app_whose_lock_lacks_gunicorn_is_refused_at_build_time(tmp_path):
     result = build(tmp_path, app)
     assert result.returncode != 0
     assert "does not pin gunicorn" in result.stderr
+
+
+def test_a_hook_runs_from_the_release_and_a_broken_one_is_refused(tmp_path):
+    app = tmp_path / "app"
+    shutil.copytree(GUESTBOOK, app, ignore=shutil.ignore_patterns("__pycache__"))
+    with (app / "flaskstack.toml").open("a") as manifest:
+        manifest.write('\n[hooks]\npre-deploy = "hooks/pre-deploy"\n')
+    hook = app / "hooks" / "pre-deploy"
+    hook.parent.mkdir()
+    hook.write_text('#!/bin/sh\necho "$FLASKSTACK_HOOK $FLASKSTACK_RELEASE $(pwd)" > "$OUT"\n')
+    git(app, "init", "--quiet")
+    git(app, "add", ".")
+    refused = build(tmp_path, app)
+    assert refused.returncode != 0, "a hook that cannot run is refused when the release is built"
+    assert "hooks/pre-deploy in flaskstack.toml is not a tracked, executable file" in refused.stderr
+
+    hook.chmod(0o755)
+    git(app, "add", ".")
+    built = build(tmp_path, app)
+    assert built.returncode == 0, built.stderr
+    release = unpack(built.stdout.strip(), tmp_path / "release")
+    out = tmp_path / "hook.out"
+    env = {
+        **os.environ,
+        "FLASKSTACK_HOOK": "pre-deploy",
+        "FLASKSTACK_RELEASE": "r1",
+        "OUT": str(out),
+    }
+    for hook_name in ("pre-deploy", "post-deploy"):  # post-deploy is not declared: nothing runs
+        ran = subprocess.run(
+            [sys.executable, "deploy/manifest.py", "run", hook_name],
+            cwd=release, env=env, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+    assert out.read_text() == f"pre-deploy r1 {release}\n"

@@ -24,8 +24,10 @@ def test_the_shipped_manifests_are_valid(directory):
 
 
 def test_defaults_mean_no_step():
-    app = manifest.parse({"app": dict(APP)})["app"]
+    parsed = manifest.parse({"app": dict(APP)})
+    app = parsed["app"]
     assert (app["migrate"], app["worker"], app["static"], app["build"]) == (None,) * 4
+    assert parsed["hooks"] == {"pre-deploy": None, "post-deploy": None}
 
 
 @pytest.mark.parametrize(
@@ -53,6 +55,8 @@ def test_defaults_mean_no_step():
             {"app": APP, "scheduled": [{"name": "x", "command": "y", "on_calendar": "daily"}] * 2},
             "two scheduled jobs are named 'x'",
         ),
+        ({"app": APP, "hooks": {"pre-build": "hooks/x"}}, "[hooks] may name pre-deploy and"),
+        ({"app": APP, "hooks": {"pre-deploy": "/usr/bin/true"}}, "inside the app's directory"),
     ],
 )
 def test_a_bad_manifest_says_what_is_wrong(data, says):

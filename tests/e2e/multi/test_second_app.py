@@ -62,14 +62,22 @@ def check_writes(sandbox, load: GuestbookLoad) -> int:
     return len(load.acknowledged)
 
 
-def variant(tmp_path: Path, marker: str) -> Path:
-    """The guestbook with one visible change (a marker in every page), as its own git work tree:
-    a release holds an app's tracked files."""
+def variant(tmp_path: Path, marker: str, hooks: dict[str, str] | None = None) -> Path:
+    """The guestbook with one visible change (a marker in every page) and the hooks given (name:
+    shell script), as its own git work tree: a release holds an app's tracked files."""
     tree = tmp_path / "guestbook"
     shutil.copytree(GUESTBOOK, tree, ignore=shutil.ignore_patterns("__pycache__"))
     base = tree / "guestbook" / "templates" / "base.html"
     base.write_text(base.read_text().replace("</main>", f"<!-- {marker} --></main>", 1))
     assert marker in base.read_text()
+    if hooks:
+        lines = [f'{name} = "hooks/{name}"' for name in hooks]
+        with (tree / "flaskstack.toml").open("a") as manifest:
+            manifest.write("\n[hooks]\n" + "\n".join(lines) + "\n")
+        (tree / "hooks").mkdir()
+        for name, script in hooks.items():
+            (tree / "hooks" / name).write_text(f"#!/bin/sh\n{script}\n")
+            (tree / "hooks" / name).chmod(0o755)
     git = ["git", "-c", "user.name=e2e", "-c", "user.email=e2e@example.com", "-C", str(tree)]
     for args in (["init", "--quiet"], ["add", "."], ["commit", "--quiet", "-m", marker]):
         subprocess.run([*git, *args], check=True, capture_output=True)
@@ -138,7 +146,10 @@ def test_a_second_release_of_the_guestbook_switches_with_no_failed_request(
     sandbox, browser, load, table, releases, tmp_path
 ):
     marker = f"guestbook-marker-{load.tag}"
-    app = variant(tmp_path, marker)
+    # Its hooks (docs/app-contract.md) run on this machine, the one that deploys.
+    ran = tmp_path / "hooks-ran"
+    record = f'echo "$FLASKSTACK_HOOK $FLASKSTACK_RELEASE $FLASKSTACK_PERFORMER" >> {ran}'
+    app = variant(tmp_path, marker, hooks={"pre-deploy": record, "post-deploy": record})
     with load:
         result = deploy(sandbox, *INVENTORY_VARS, app=str(app))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
@@ -147,8 +158,24 @@ def test_a_second_release_of_the_guestbook_switches_with_no_failed_request(
     releases["second"] = live_release(sandbox)
     assert releases["second"] != releases["first"]
     assert marker in home_page(sandbox, browser)
-    record = deploy_records(sandbox)[-1]
-    assert record["release"] == releases["second"] and record["previous"] == releases["first"]
+    deployed = deploy_records(sandbox)[-1]
+    assert deployed["release"] == releases["second"] and deployed["previous"] == releases["first"]
+    hooks = [line.split(" ", 2) for line in ran.read_text().splitlines()]
+    assert hooks == [
+        ["pre-deploy", releases["second"], deployed["by"]],
+        ["post-deploy", releases["second"], deployed["by"]],
+    ]
+
+
+def test_a_failing_pre_deploy_hook_stops_the_deploy_before_any_host(sandbox, releases, tmp_path):
+    records = deploy_records(sandbox)
+    app = variant(tmp_path, "never-deployed", hooks={"pre-deploy": "echo 'CI is red' >&2; exit 3"})
+    result = deploy(sandbox, *INVENTORY_VARS, app=str(app))
+    assert result.returncode != 0
+    assert "CI is red" in result.stderr
+    assert "pre-deploy hook failed: nothing was deployed" in result.stderr
+    assert "PLAY [" not in result.stdout, "no host was touched"
+    assert live_release(sandbox) == releases["second"] and deploy_records(sandbox) == records
 
 
 def test_rollback_takes_the_guestbook_back_with_no_failed_request(
