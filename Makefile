@@ -163,6 +163,10 @@ up: ## Build and start the Compose stack from .env; returns once HTTPS answers
 	@[ -f .env ] || { echo "no .env: cp .env-template .env and fill in its Docker Compose section" >&2; exit 1; }
 	@docker compose up --detach --build --wait
 
+.PHONY: compose-app
+compose-app: venv ## Another app for Compose: its release at .build/compose/app (APP=dir or git URL@ref; then APP_DIR in .env)
+	@deploy/compose-app.sh
+
 .PHONY: down
 down: ## Stop the Compose stack (data volumes stay; docker compose down -v deletes them)
 	@docker compose down

@@ -3,27 +3,29 @@
 #
 #   web       (default) gunicorn with deploy/gunicorn.conf.py, as on the Ansible hosts;
 #             RUN_MIGRATIONS=1 upgrades the database first (for a single-container setup)
-#   worker    the app's worker (`worker` in flaskstack.toml; the blog's RQ worker)
+#   worker    the app's worker (`worker` in flaskstack.toml; the blog's RQ worker); an app
+#             without one leaves the container idle, so one docker-compose.yml serves both
+#   worker-check  the worker's healthcheck (`worker_check`; none declared: healthy)
+#   scheduler the app's [[scheduled]] jobs at their times, one at a time (deploy/scheduler.py;
+#             the scheduler image, target "scheduler"); none declared: idle
+#   scheduler-check  its healthcheck: unhealthy while a job's last run failed
 #   release   once per deployment, before the new code takes traffic: database migrations
 #             (`migrate`), then the static files (`static`, linked as deploy/static) copied to
 #             /srv/static for nginx (a shared volume)
 #   anything else runs as given, e.g. `flask --app app create-admin NAME EMAIL`
 #
-# Every role first waits for Postgres and Redis with bounded exponential backoff
-# (WAIT_FOR_SERVICES_TIMEOUT seconds; unset or empty: `flask wait-for-services`' own default),
-# so start-up order and a slow database never crash-loop the container; after the timeout it
-# exits non-zero and says why. .env-template documents both variables.
+# Every role first waits until the hosts of DATABASE_URL and REDIS_URL accept connections, with
+# bounded exponential backoff (WAIT_FOR_SERVICES_TIMEOUT seconds; unset or empty: 60), so
+# start-up order and a slow database never crash-loop the container; after the timeout it
+# exits non-zero and says why (deploy/wait-for-services.py). .env-template documents both
+# variables.
 set -euo pipefail
 
 readonly STATIC_SOURCE=/srv/flaskstack/deploy/static
 readonly STATIC_TARGET=/srv/static
 
 wait_for_services() {
-  local args=()
-  if [[ -n "${WAIT_FOR_SERVICES_TIMEOUT:-}" ]]; then
-    args=(--timeout "$WAIT_FOR_SERVICES_TIMEOUT")
-  fi
-  flask --app app wait-for-services "${args[@]}"
+  python deploy/wait-for-services.py "${WAIT_FOR_SERVICES_TIMEOUT:-}"
 }
 
 migrate() {
@@ -48,8 +50,25 @@ case "$role" in
     exec gunicorn -c deploy/gunicorn.conf.py
     ;;
   worker)
+    if [[ -z "$(python deploy/manifest.py get worker)" ]]; then
+      echo "flaskstack: the app declares no worker; this container stays idle"
+      # As PID 1, sleep would ignore the SIGTERM of a stop: bash waits and answers it.
+      trap 'exit 0' TERM INT
+      sleep infinity &
+      wait
+    fi
     wait_for_services
     exec python deploy/manifest.py run worker
+    ;;
+  worker-check)
+    exec python deploy/manifest.py run worker_check
+    ;;
+  scheduler)
+    wait_for_services
+    exec python deploy/scheduler.py
+    ;;
+  scheduler-check)
+    exec python deploy/scheduler.py check
     ;;
   release)
     wait_for_services

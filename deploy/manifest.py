@@ -7,9 +7,9 @@ virtualenv), the image and the Ansible roles.
     manifest.py show [DIR]          the manifest with its defaults, as JSON (the roles read it)
     manifest.py get KEY [DIR]       one key of [app] (e.g. static), empty if unset; a list one
                                     item per line; `hooks`: the paths of the declared hooks
-    manifest.py run KIND [DIR]      run the app's `build`, `migrate` or `worker` command in DIR,
-                                    its first word from DIR/.venv/bin when it is there; or its
-                                    `pre-deploy` or `post-deploy` hook ([hooks])
+    manifest.py run KIND [DIR]      run the app's `build`, `migrate`, `worker` or `worker_check`
+                                    command in DIR, its first word from DIR/.venv/bin when it is
+                                    there; or its `pre-deploy` or `post-deploy` hook ([hooks])
 
 DIR is the app's directory (or a release); default: the current directory.
 """
@@ -40,13 +40,16 @@ APP_KEYS: dict[str, Any] = {
     "migrate": None,
     # A long-running background command (a queue worker).
     "worker": None,
+    # A command that exits 0 when the worker of this host or container is healthy (e.g. its
+    # heartbeat is recent): the Compose worker's healthcheck.
+    "worker_check": None,
     # The directory, relative to the app's, that nginx serves at /static/.
     "static": None,
     # Run once per release at build time, in the release's tree (e.g. fingerprint static files).
     "build": None,
 }
 REQUIRED = ("files", "wsgi")
-COMMANDS = ("build", "migrate", "worker")
+COMMANDS = ("build", "migrate", "worker", "worker_check")
 # Executables the app ships, run by deploy/deploy.sh on the machine that deploys (like Kamal's):
 # pre-deploy once the release is built and before any host is touched (failing stops the deploy),
 # post-deploy once every host serves it.
@@ -106,6 +109,8 @@ def parse(data: dict[str, Any]) -> dict[str, Any]:
     for key in COMMANDS:
         if result[key] is not None:
             result[key] = _command(result[key], f"app.{key}")
+    if result["worker_check"] is not None and result["worker"] is None:
+        raise ManifestError("app.worker_check checks the worker: declare app.worker too")
     if result["static"] is not None:
         result["static"] = _relative_path(result["static"], "app.static")
 

@@ -322,7 +322,7 @@ teardown() {
   fi
   stage "stopping dockerd"
   stop_engine || status=1
-  rm -rf "$work"
+  rm -rf "$work" "$repo/.build/compose/app"
   stage "done"
   echo
   echo "Compose stage summary"
@@ -388,15 +388,17 @@ stage "docker compose down -v"
 down_and_verify
 
 # What a user without a domain does: docker-compose.yml alone (no Pebble, no test override),
-# TLS_MODE=local, https://localhost trusted through the exported local CA.
-stage "local mode: TLS_MODE=local on https://localhost"
+# TLS_MODE=local, https://localhost trusted through the exported local CA; and with another app
+# than the blog: examples/guestbook (no worker, no Redis, no build step), from its release.
+stage "local mode: TLS_MODE=local on https://localhost, serving examples/guestbook"
+APP=examples/guestbook deploy/compose-app.sh
 grep -v -E '^(SITE_HOST|SITE_ALIASES|ACME_SERVER)=' "$work/.env" >"$work/local.env"
-printf 'SITE_HOST=localhost\nTLS_MODE=local\n' >>"$work/local.env"
+printf 'SITE_HOST=localhost\nTLS_MODE=local\nAPP_DIR=.build/compose/app\n' >>"$work/local.env"
 local_compose() {
   "$docker" compose --project-name "$PROJECT" --project-directory "$repo" \
     --file "$repo/docker-compose.yml" --env-file "$work/local.env" "$@"
 }
-if ! local_compose up --detach --wait --wait-timeout 300; then
+if ! local_compose up --detach --build --wait --wait-timeout 300; then
   local_compose ps --all
   local_compose logs --no-color --tail 60
   exit 1
@@ -410,6 +412,22 @@ if [[ "$served" != "2 200" ]]; then
   exit 1
 fi
 echo "https://localhost:${HTTPS_PUBLISH##*:}/readyz: HTTP/2 200 with the local CA's certificate"
+local_get() {
+  curl -sS --max-time 15 --fail --cacert "$work/local-ca.pem" \
+    --resolve "localhost:${HTTPS_PUBLISH##*:}:${HTTPS_PUBLISH%:*}" "https://localhost:${HTTPS_PUBLISH##*:}$1"
+}
+if ! local_get / | grep -q '<title>Guestbook</title>' || ! local_get /static/guestbook.css >/dev/null; then
+  echo "FAIL: https://localhost/ is not the guestbook's page, or its stylesheet is not served" >&2
+  exit 1
+fi
+for service in worker scheduler; do
+  said=$(local_compose logs --no-color "$service")
+  if [[ "$said" != *"declares no"* ]]; then
+    echo "FAIL: the guestbook declares no $service work, but its container says: $said" >&2
+    exit 1
+  fi
+done
+echo "the guestbook's page and stylesheet served; its worker and scheduler idle (none declared)"
 
 stage "docker compose down -v (local mode)"
 down_and_verify

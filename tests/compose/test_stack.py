@@ -120,7 +120,7 @@ def test_fingerprinted_static_files_come_precompressed_from_nginx(stack, browser
 
 
 def test_containers_run_as_non_root_users(stack):
-    for service in ("app", "worker", "certbot"):
+    for service in ("app", "worker", "scheduler", "certbot"):
         uid = stack.compose("exec", "-T", service, "id", "-u").stdout.strip()
         assert uid not in ("", "0"), service
     assert stack.inspect("app")["Config"]["User"] == "10001:10001"
@@ -134,7 +134,16 @@ def test_only_nginx_publishes_ports(stack):
     }
     assert publishing == {"nginx"}
     running = {s["Service"] for s in services}
-    assert running >= {"nginx", "app", "worker", "certbot", "redis", "postgres"}
+    assert running >= {"nginx", "app", "worker", "scheduler", "certbot", "redis", "postgres"}
+
+
+def test_the_scheduler_runs_the_apps_jobs_at_their_calendar_times(stack):
+    """The blog's one job (flaskstack.toml: purge-deleted, daily), as the hosts' timer runs it."""
+    log = stack.compose("logs", "--no-color", "scheduler").stdout
+    assert re.search(r"purge-deleted: next run \d{4}-\d\d-\d\d 00:00:00 UTC \(daily\)", log), log
+    job = stack.compose("exec", "-T", "scheduler", "flask", "--app", "app", "purge-deleted",
+                        "--days", "30", check=False)  # fmt: skip
+    assert job.returncode == 0, job.stderr
 
 
 def test_every_service_is_healthy(stack):

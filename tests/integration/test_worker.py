@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from app.tasks import get_queue
@@ -78,3 +79,30 @@ def test_the_worker_exits_when_services_stay_down(env, redis_server):
         redis_server.start()
     assert worker.returncode == 1
     assert "unavailable" in worker.stderr
+
+
+def worker_check(env: dict[str, str]) -> int:
+    """`python -m app.worker --check` (flaskstack.toml's worker_check: the Compose healthcheck)."""
+    return subprocess.run(
+        [sys.executable, "-m", "app.worker", "--check"],
+        cwd=REPO, env={**os.environ, **env}, capture_output=True, timeout=60,
+    ).returncode  # fmt: skip
+
+
+def test_the_worker_check_passes_only_while_a_worker_of_this_host_runs(env):
+    assert worker_check(env) == 1, "no worker runs yet"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "app.worker", "--wait", "10"],
+        cwd=REPO, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while worker_check(env) != 0:
+            assert worker.poll() is None, worker.stderr.read()
+            assert time.monotonic() < deadline, "the running worker never passed its check"
+            time.sleep(0.2)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    # A worker that stopped cleanly is unregistered at once.
+    assert worker_check(env) == 1

@@ -55,6 +55,7 @@ def test_defaults_mean_no_step():
             {"app": APP, "scheduled": [{"name": "x", "command": "y", "on_calendar": "daily"}] * 2},
             "two scheduled jobs are named 'x'",
         ),
+        ({"app": APP | {"worker_check": "true"}}, "checks the worker: declare app.worker too"),
         ({"app": APP, "hooks": {"pre-build": "hooks/x"}}, "[hooks] may name pre-deploy and"),
         ({"app": APP, "hooks": {"pre-deploy": "/usr/bin/true"}}, "inside the app's directory"),
     ],

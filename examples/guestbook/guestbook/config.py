@@ -15,7 +15,9 @@ class ConfigError(RuntimeError):
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> dict:
-    env = os.environ if env is None else env
+    # An empty variable means unset, as the stack's contract says (Compose passes each setting,
+    # empty where .env leaves it empty).
+    env = {name: value for name, value in (os.environ if env is None else env).items() if value}
     app_env = env.get("APP_ENV", "production")
     if app_env not in ("production", "development", "testing"):
         raise ConfigError(f"APP_ENV must be production, development or testing, got {app_env!r}")

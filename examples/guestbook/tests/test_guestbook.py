@@ -160,3 +160,9 @@ def test_these_tests_ran_the_versions_the_lock_file_ships():
     pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;]+)", lock, re.MULTILINE))
     assert pins, "no pins in the lock file"
     assert {name: metadata.version(name) for name in pins} == pins
+
+
+def test_an_empty_setting_means_its_default(env):
+    """Compose passes every setting, empty where .env leaves it empty (docs/app-contract.md)."""
+    app = create_app({**env, "APP_ENV": "", "SECRET_KEY": "k" * 40, "LOG_LEVEL": ""})
+    assert app.config["APP_ENV"] == "production" and app.config["LOG_LEVEL"] == "INFO"
