@@ -56,12 +56,14 @@ def register(app: Flask) -> None:
     @click.argument("username")
     @click.password_option(envvar="NEW_PASSWORD", help="Or set NEW_PASSWORD.")
     def set_password(username: str, password: str) -> None:
-        """Give USERNAME a new password and end every session of the account."""
+        """Give USERNAME a new password, end every session of the account and revoke its API
+        token: whoever knew the old password may have either."""
         user = user_named(username)
         user.set_password(password)
+        user.api_token_hash = None
         db.session.commit()
         epochs.end_sessions(user.id)
-        click.echo(f"new password for {username}; sessions ended")
+        click.echo(f"new password for {username}; sessions ended, API token revoked")
 
     @app.cli.command("delete-user")
     @click.argument("username")

@@ -72,6 +72,19 @@ def test_an_account_change_ends_its_sessions_at_the_next_request(
     assert not logged_in(other)
 
 
+def test_a_new_password_revokes_the_api_token(client, make_user, api_token, runner):
+    make_user("boss")
+    token = api_token("boss")
+    post = {"title": "Before", "body": "b"}
+    assert client.post("/api/v1/posts", json=post, headers=token).status_code == 201
+
+    result = runner.invoke(args=["set-password", "boss"], env=PASSWORD_ENV)
+    assert result.exit_code == 0 and "API token revoked" in result.output, result.output
+
+    refused = client.post("/api/v1/posts", json={**post, "title": "After"}, headers=token)
+    assert refused.status_code == 401 and "message" in refused.json, refused.data
+
+
 @pytest.mark.parametrize("when", ["before the epoch", "after the epoch"])
 @pytest.mark.parametrize(
     ("command", "password_still_right"),
