@@ -26,9 +26,23 @@ find_ansible_playbook() {
       die "no ansible-playbook: run 'make venv' (or set ANSIBLE_PLAYBOOK)"
   fi
   export ANSIBLE_CONFIG="$repo_dir/ansible/ansible.cfg"
+  use_mitogen_strategy
   # Colours survive the tee into the logs.
   ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-$([[ -t 1 ]] && echo 1 || echo 0)}"
   export ANSIBLE_FORCE_COLOR
+}
+
+# Mitogen's strategy when the interpreter beside ansible-playbook has it (make venv installs it):
+# the same tasks and results, one Python per host instead of one per task. Its plugin directory
+# moves with the virtualenv, so it is found here rather than written in ansible.cfg.
+# ANSIBLE_STRATEGY=linear runs Ansible's own strategy, should Mitogen ever misbehave.
+use_mitogen_strategy() {
+  [[ "${ANSIBLE_STRATEGY:-mitogen_linear}" == mitogen_linear ]] || return 0
+  local strategy_plugins
+  strategy_plugins="$("$(dirname "$ansible_playbook")/python" -c \
+    'import ansible_mitogen, os; print(os.path.dirname(ansible_mitogen.__file__))' 2>/dev/null)" ||
+    return 0
+  export ANSIBLE_STRATEGY_PLUGINS="$strategy_plugins/plugins/strategy" ANSIBLE_STRATEGY=mitogen_linear
 }
 
 # A name for this run (the hosts' deploy lock shows it, with who runs it): prefix-time-random.

@@ -44,6 +44,8 @@ def inventory(args: argparse.Namespace, hosts: list[dict]) -> str:
         "ansible_python_interpreter": "/usr/bin/python3",
         # Throwaway hosts get new host keys at every up: nothing to pin.
         "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+        # The same, said the way Mitogen's connection also reads it (it adds its own option).
+        "ansible_host_key_checking": False,
         "site_domain": args.domain,
         "site_aliases": [f"www.{args.domain}"],
         "acme_server": args.acme_server,
