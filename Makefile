@@ -32,6 +32,7 @@ venv: $(BIN)/.installed ## Create the virtualenv (.venv) from requirements-dev.t
 # Every lock file beside its input (.in → .txt), compiled by the one lock tool, uv (pinned in
 # requirements-dev.txt); requirements.txt before requirements-dev.txt, which it constrains.
 LOCKS := requirements-pip requirements requirements-dev deploy/certbot/requirements tests/compose/tools \
+  tools/sandbox/s3-server \
   examples/guestbook/requirements
 
 .PHONY: lock
@@ -138,6 +139,10 @@ certs: venv ## Expiry of the certificates the edge serves (INVENTORY=…, defaul
 .PHONY: backup
 backup: venv ## Back up the database now and copy it to backups/<inventory>/: make backup INVENTORY=…
 	@INVENTORY="$(INVENTORY)" deploy/backup.sh
+
+.PHONY: backups
+backups: venv ## List the off-host pgBackRest repository (backups, newest WAL, recovery window): make backups INVENTORY=…
+	@INVENTORY="$(INVENTORY)" deploy/backups.sh
 
 .PHONY: restore
 restore: venv ## Check a backup by restoring it (INTO=scratch), or INTO=live: make restore INVENTORY=… BACKUP=…

@@ -18,7 +18,12 @@ ROOT = Path(__file__).resolve().parents[2]
 UNITS_BY_GROUP = {
     "edge": {"nginx.service", "flaskstack-cert-renewal.service", "flaskstack-cert-expiry.service"},
     "app": {"flaskstack-web.service", "flaskstack-worker.service"},
-    "db": {"postgresql@17-main.service", "flaskstack-backup.service"},
+    "db": {
+        "postgresql@17-main.service",
+        "flaskstack-backup.service",
+        "flaskstack-pgbackrest-backup@full.service",
+        "flaskstack-pgbackrest-backup@diff.service",
+    },
     "cache": {"redis-server.service"},
 }
 EVERY_HOST = {"flaskstack-integrity.service", "flaskstack-integrity-baseline.service"}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The sandbox: real Debian 13 systemd hosts (systemd-nspawn, one network namespace each) on a
-# private bridge, plus a local ACME CA (Pebble, with pebble-challtestsrv answering DNS), so that
-# the same Ansible `make deploy` path that targets production servers can run, and be tested, on
+# private bridge, plus a local ACME CA (Pebble, with pebble-challtestsrv answering DNS) and an
+# S3-compatible bucket for off-host backups (moto, tools/sandbox/s3_server.py), so that the same
+# Ansible `make deploy` path that targets production servers can run, and be tested, on
 # one machine.
 #
 #   sandbox.sh up [single|multi]   create or repair the sandbox (idempotent)
@@ -54,6 +55,10 @@ readonly ACME_ROOT="${STATE_DIR}/acme-root.pem"
 readonly PEBBLE_LISTENER_CA="${STATE_DIR}/pebble-listener-ca.pem"
 readonly ACME_DIRECTORY="https://${GATEWAY_IP}:14000/dir"
 readonly PEBBLE_MANAGEMENT="https://${GATEWAY_IP}:15000"
+# The S3-compatible bucket off-host backups go to (tools/sandbox/s3_server.py), over TLS with the
+# same listener certificate as Pebble's.
+readonly S3_ENDPOINT="${GATEWAY_IP}:9000"
+readonly S3_BUCKET="flaskstack-backups"
 
 readonly SUITE="trixie"
 readonly MIRROR="http://deb.debian.org/debian"
@@ -362,6 +367,7 @@ prepare_caches() {
   build_rootfs "$(rootfs_dir)"
   build_trust_layer "$(trust_layer_dir)" "$(rootfs_dir)"
   fetch_pebble
+  build_s3_server
 }
 
 # Hosts get their own apt archive directory, seeded with hard links to the shared cache, and new
@@ -707,6 +713,50 @@ stop_acme() {
   stop_pid "$(recorded_pid "$dir/challtestsrv.pid")" "$(acme_marker challtestsrv)" 10
 }
 
+# --- the S3-compatible bucket ---------------------------------------------------------------------
+
+s3_venv() { echo "${CACHE_DIR}/s3-server-venv"; }
+
+# moto and gunicorn in a virtualenv of their own, from the hash-pinned lock (the same installer
+# as every other virtualenv); rebuilt when the lock changes.
+build_s3_server() {
+  local venv lock="${REPO_DIR}/tools/sandbox/s3-server.txt"
+  venv="$(s3_venv)"
+  cmp -s "$lock" "$venv/lock.txt" && return 0
+  log "building the S3 server's virtualenv (moto, gunicorn) in $venv"
+  rm -rf "$venv"
+  PYTHON=/usr/bin/python3 "${REPO_DIR}/deploy/venv.sh" "$venv" "$lock"
+  cp "$lock" "$venv/lock.txt"
+}
+
+s3_marker() { echo "--bind ${S3_ENDPOINT} s3_server:app"; }
+s3_running() { pid_is "$(recorded_pid "$RUNTIME_DIR/s3/s3.pid")" "$(s3_marker)"; }
+
+ensure_s3() {
+  local dir="$RUNTIME_DIR/s3" logs="$STATE_DIR/logs" deadline
+  mkdir -p "$dir" "$logs"
+  if ! s3_running; then
+    log "starting the S3 server (https://${S3_ENDPOINT}/${S3_BUCKET}; moto, in memory)"
+    # One worker: the buckets live in its memory. Threads: pgBackRest uploads in parallel.
+    spawn_daemon "$dir/s3.pid" "$logs/s3.log" "$(s3_venv)/bin/gunicorn" \
+      --chdir "${REPO_DIR}/tools/sandbox" --workers 1 --worker-class gthread --threads 8 \
+      --no-control-socket \
+      --certfile "$RUNTIME_DIR/pebble/listener.pem" --keyfile "$RUNTIME_DIR/pebble/listener.key" \
+      --bind "$S3_ENDPOINT" s3_server:app
+  fi
+  local s3=(curl -fsS -o /dev/null --cacert "$PEBBLE_LISTENER_CA")
+  deadline=$((SECONDS + 30))
+  until "${s3[@]}" "https://${S3_ENDPOINT}/"; do
+    process_alive "$(recorded_pid "$dir/s3.pid")" || die "the S3 server exited: see $logs/s3.log"
+    ((SECONDS < deadline)) || die "the S3 server does not answer at https://${S3_ENDPOINT}/"
+    sleep 0.2
+  done
+  "${s3[@]}" --head "https://${S3_ENDPOINT}/${S3_BUCKET}" 2>/dev/null ||
+    "${s3[@]}" -X PUT "https://${S3_ENDPOINT}/${S3_BUCKET}"
+}
+
+stop_s3() { stop_pid "$(recorded_pid "$RUNTIME_DIR/s3/s3.pid")" "$(s3_marker)" 10; }
+
 # --- descriptions for Ansible, tests and people --------------------------------------------------
 
 # hosts.yml (for Ansible) and sandbox.json (for tests and people) from the recorded hosts.
@@ -727,7 +777,8 @@ write_descriptions() {
       --topology="$topology" --domain="$DOMAIN" --ca-cert="$ACME_ROOT" \
       --acme-server="$ACME_DIRECTORY" --acme-server-ca="$PEBBLE_LISTENER_CA" \
       --acme-email="admin@${DOMAIN}" --ssh-user=deploy --ssh-key="$SSH_KEY" \
-      --probe-netns="$PROBE_NETNS" --probe-ip="$PROBE_IP" --sandbox-id="$SANDBOX_ID"
+      --probe-netns="$PROBE_NETNS" --probe-ip="$PROBE_IP" --sandbox-id="$SANDBOX_ID" \
+      --s3-endpoint="$S3_ENDPOINT" --s3-bucket="$S3_BUCKET"
 }
 
 print_summary() {
@@ -799,6 +850,7 @@ cmd_up() {
   done
 
   ensure_acme "$edge_ip"
+  ensure_s3
   write_descriptions "$topology"
   print_summary
   echo "  up in $((SECONDS - started)) s"
@@ -816,6 +868,7 @@ cmd_down() {
   done
   for pid in "${stopping[@]}"; do wait "$pid"; done
   stop_acme
+  stop_s3
   # Every mount under our runtime directory (the hosts' overlays), innermost first.
   while IFS= read -r mount; do
     umount "$mount"
@@ -858,6 +911,11 @@ cmd_status() {
       printf '  %-13s stopped\n' "$name"
     fi
   done
+  if s3_running; then
+    printf '  %-13s running (PID %s)\n' s3 "$(cat "$RUNTIME_DIR/s3/s3.pid")"
+  else
+    printf '  %-13s stopped\n' s3
+  fi
 }
 
 cmd_ssh() {
