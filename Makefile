@@ -145,9 +145,9 @@ backups: venv ## List the off-host pgBackRest repository (backups, newest WAL, r
 	@INVENTORY="$(INVENTORY)" deploy/backups.sh
 
 .PHONY: restore
-restore: venv ## Check a backup by restoring it (INTO=scratch), or INTO=live: make restore INVENTORY=… BACKUP=…
-	@INVENTORY="$(INVENTORY)" BACKUP="$(BACKUP)" INTO="$(INTO)" KEEP="$(KEEP)" CONFIRM="$(CONFIRM)" \
-	  deploy/restore.sh
+restore: venv ## Restore to TIME='…+00' (or the newest write; BACKUP=…dump: a dump) INTO=scratch|live: make restore INVENTORY=…
+	@INVENTORY="$(INVENTORY)" TIME="$(TIME)" BACKUP="$(BACKUP)" INTO="$(INTO)" KEEP="$(KEEP)" \
+	  CONFIRM="$(CONFIRM)" deploy/restore.sh
 
 .PHONY: audit
 audit: venv ## Host audits: Lynis, ssh-audit and systemd-analyze security on every host, one table (INVENTORY=…)

@@ -10,15 +10,19 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from test_backups import create_post, psql, run_ops
+from test_backups import create_post, psql, run_ops, table_counts
+
+from support.load import WriteLoad
 
 STANZA = "flaskstack"  # the role's default (pgbackrest_stanza)
 PREFIX = "flaskstack"  # the role's default (pgbackrest_s3_path), without its leading slash
 ARCHIVE_TIMEOUT = 60  # the role's default (pgbackrest_archive_timeout)
+DATABASE = "flaskstack"  # roles/flaskstack's postgres_app_database
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +109,79 @@ def test_the_backup_timers_are_enabled_and_a_differential_backup_runs(sandbox, d
     result = make_backups(sandbox)
     assert result.returncode == 0
     assert re.search(r"^  \d{8}-\d{6}F_\d{8}-\d{6}D\s+diff\s", result.stdout, re.M), result.stdout
+
+
+def stored_comments(sandbox, host: dict, post_id: int) -> dict[int, str]:
+    of_post = "SELECT id, body FROM comments WHERE post_id = {:d}"
+    rows = psql(sandbox, host, DATABASE, of_post.format(post_id))
+    pairs = (line.split("|", 1) for line in rows.splitlines() if line)
+    return {int(comment_id): body for comment_id, body in pairs}
+
+
+def utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+
+
+def test_a_restore_from_the_repository_into_scratch_counts_every_table(sandbox, db_host):
+    live = table_counts(sandbox, db_host, DATABASE)
+    result = run_ops(sandbox, "restore.sh")
+    print(result.stdout[result.stdout.rfind("restore of stanza") :])
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "pgbackrest verify: the repository's backups and WAL are intact" in result.stdout
+    restored = dict(re.findall(r"^public\.(\w+)\s+(\d+)$", result.stdout, re.M))
+    # Nothing writes meanwhile: the newest archived state is the live one.
+    assert {table: int(rows) for table, rows in restored.items()} == live
+    # The scratch cluster is gone, and the live one was never touched.
+    assert sandbox.ssh(db_host, "sudo test -e /var/lib/postgresql/flaskstack-pitr-check",
+                       check=False).returncode == 1  # fmt: skip
+
+
+def test_a_time_without_its_zone_or_a_wrong_confirmation_changes_nothing(sandbox, db_host):
+    result = run_ops(sandbox, "restore.sh", TIME="2026-12-02 10:14:00")
+    assert result.returncode != 0 and "needs its time zone" in result.stderr, result.stderr
+    result = run_ops(sandbox, "restore.sh", INTO="live", CONFIRM="not-the-name")
+    assert result.returncode != 0
+    assert "is not the live database's name: nothing was changed" in result.stdout + result.stderr
+    assert sandbox.ssh(db_host, "systemctl is-active flaskstack-web.socket").stdout.strip() == (
+        "active"
+    )
+
+
+def test_an_operator_mistake_is_undone_to_the_second(sandbox, db_host, member, browser):
+    """All posts deleted at T under a write load; `make restore TIME=<T - 1 s> INTO=live` brings
+    back every post and every write acknowledged before then, and nothing written after T."""
+    post_id = create_post(sandbox, member, "Before the mistake")
+    posts_before = set(psql(sandbox, db_host, DATABASE, "SELECT id FROM posts").split())
+    with WriteLoad(sandbox.url, member.api, post_id) as load:
+        time.sleep(4)
+        # The hosts share this machine's clock (containers): one timeline for both.
+        mistake_wall, mistake = time.time(), load.clock()
+        mistake_sql = "SET ROLE flaskstack; BEGIN; DELETE FROM comments; DELETE FROM posts; COMMIT"
+        psql(sandbox, db_host, DATABASE, mistake_sql)
+        time.sleep(3)  # more writes follow (refused now: their post is gone)
+    assert psql(sandbox, db_host, DATABASE, "SELECT count(*) FROM posts") == "0"
+    target_wall, target = mistake_wall - 1, mistake - 1
+
+    result = run_ops(sandbox, "restore.sh", TIME=utc(target_wall), INTO="live", CONFIRM=DATABASE)
+    print(result.stdout[result.stdout.rfind("restore of stanza") :])
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+    posts_after = set(psql(sandbox, db_host, DATABASE, "SELECT id FROM posts").split())
+    stored = stored_comments(sandbox, db_host, post_id)
+    before = [w for w in load.acknowledged if w.started + w.seconds < target]
+    missing = [w for w in before if stored.get(w.comment_id) != w.body]
+    # A write that began after T committed after T: the restore must not hold it.
+    late = [w for w in load.acknowledged if w.started > mistake and w.comment_id in stored]
+    print(f"mistake at {utc(mistake_wall)}, restored to {utc(target_wall)} "
+          f"in {result.seconds:.0f} s; posts {len(posts_before)} before, {len(posts_after)} after; "
+          f"acknowledged comments before the target {len(before)}, in Postgres {len(stored)}, "
+          f"missing {len(missing)}")  # fmt: skip
+    assert posts_after == posts_before
+    assert before and missing == [], missing[:3]
+    assert late == []
+    # The site serves the restored data again.
+    page = browser.get(f"{sandbox.url}/posts/{post_id}", timeout=15)
+    assert page.status_code == 200 and "Before the mistake" in page.text
+    # A restore point of the state before the restore was archived, and archiving goes on.
+    assert "restore point flaskstack-before-restore-" in result.stdout
+    assert make_backups(sandbox).returncode == 0

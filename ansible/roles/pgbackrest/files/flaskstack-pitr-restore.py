@@ -1,0 +1,324 @@
+#!/usr/bin/python3
+"""Restore the database from the pgBackRest repository, to a point in time or to the newest write.
+
+    flaskstack-pitr-restore --stanza S --database DB [--time T] [--into scratch|live] [--keep]
+
+--into scratch (default): restore beside the live cluster into a scratch cluster, start it on a
+socket of its own (no TCP, no archiving), count every table of the app's database, run
+`pgbackrest verify` on the repository, stop and remove it (--keep leaves it for a look). A check
+that a restore works, which touches nothing live.
+--into live: replace the live cluster (its data directory, with --delta) and start it; the
+caller stops the app first. Its state before the restore stays in the repository: a restore
+point is archived first.
+--time: a timestamp with a time zone ('2026-12-02 10:14:00+00'): the state just before it.
+Without it, the newest state the repository holds (the live cluster's WAL is archived first).
+
+Prints what it did and the row count of every table; exits non-zero, with the reason on
+stderr, when the restore, the recovery or the verification fails. Runs as root: pgBackRest and
+Postgres run as postgres.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+SCRATCH_DIR = Path("/var/lib/postgresql/flaskstack-pitr-check")
+PGBACKREST = "/usr/bin/pgbackrest"
+RUNUSER = "/usr/sbin/runuser"
+SYSTEMCTL = "/usr/bin/systemctl"
+
+
+class RestoreError(Exception):
+    pass
+
+
+def as_postgres(argv: list[str], **options) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [RUNUSER, "-u", "postgres", "--", *argv], text=True, capture_output=True, **options
+    )
+
+
+def pgbackrest(stanza: str, *args: str) -> subprocess.CompletedProcess:
+    result = as_postgres([PGBACKREST, f"--stanza={stanza}", "--log-level-console=info", *args])
+    if result.returncode != 0:
+        raise RestoreError(f"pgbackrest {args[-1]} failed: {last_error(result)}")
+    return result
+
+
+def last_error(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
+    errors = [line for line in lines if "ERROR" in line]
+    return (errors or lines or [f"exit status {result.returncode}"])[-1].strip()
+
+
+def psql(port: int, database: str, sql: str, host: str = "/run/postgresql") -> str:
+    result = as_postgres(
+        ["/usr/bin/psql", "-h", host, "-p", str(port), "-d", database, "-AtX",
+         "-v", "ON_ERROR_STOP=1", "-c", sql]
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RestoreError(f"psql: {last_error(result)}")
+    return result.stdout.strip()
+
+
+def live_is_up(port: int) -> bool:
+    return (
+        as_postgres(
+            ["/usr/bin/pg_isready", "-q", "-h", "/run/postgresql", "-p", str(port)]
+        ).returncode
+        == 0
+    )
+
+
+def repository_system_id(stanza: str) -> str | None:
+    info = json.loads(pgbackrest(stanza, "--output=json", "info").stdout)
+    databases = info[0].get("db", []) if info else []
+    return str(databases[-1]["system-id"]) if databases else None
+
+
+def archive_the_newest_writes(stanza: str, port: int, label: str) -> str | None:
+    """Mark this moment with a restore point and wait until its WAL is in the repository.
+
+    Not when the live cluster is down, or is not the repository's (a new host, before its first
+    restore): then the repository's newest archived WAL is the newest state there is.
+    """
+    if not live_is_up(port):
+        return None
+    live_id = psql(port, "postgres", "SELECT system_identifier FROM pg_control_system()")
+    if live_id != repository_system_id(stanza):
+        return None
+    psql(port, "postgres", f"SELECT pg_create_restore_point('{label}')")
+    pgbackrest(stanza, "check")  # switches WAL and waits until the segment is archived
+    return psql(port, "postgres", "SELECT now()")
+
+
+def restore_options(target: str | None) -> list[str]:
+    if target is None:
+        return []  # to the end of the archived WAL
+    return ["--type=time", f"--target={target}", "--target-action=promote"]
+
+
+def backup_set(restore: subprocess.CompletedProcess) -> str:
+    found = re.search(r"restore backup set ([^\s,]+)", restore.stdout + restore.stderr)
+    return found.group(1) if found else "?"
+
+
+# Clients knocking while recovery runs: not why it stopped.
+NOISE = ("not accepting connections", "is starting up", "is shutting down", "is in recovery mode")
+
+
+def recovery_outcome(log: str) -> str:
+    """Where recovery stopped, in Postgres' own words, or why it failed."""
+    fatal = [
+        line for line in re.findall(r"FATAL:\s+(.*)", log) if not any(n in line for n in NOISE)
+    ]
+    if fatal:
+        return fatal[-1]
+    stopped = re.findall(r"(recovery stopping (?:before|after) .*)", log)
+    last = re.findall(r"last completed transaction was at log time (.*)", log)
+    said = [stopped[-1]] if stopped else []
+    said += [f"last transaction replayed: {last[-1]}"] if last else []
+    return "; ".join(said) or "recovery finished"
+
+
+def wait_until_promoted(port: int, host: str, alive, log_text, timeout: float = 3600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            outcome = recovery_outcome(log_text())
+            if "before configured recovery target was reached" in outcome:
+                outcome += " (the time asked for is later than the newest archived WAL)"
+            raise RestoreError(f"Postgres stopped during recovery: {outcome}")
+        ready = (
+            as_postgres(["/usr/bin/pg_isready", "-q", "-h", host, "-p", str(port)]).returncode == 0
+        )
+        if ready and psql(port, "postgres", "SELECT pg_is_in_recovery()", host) == "f":
+            return
+        time.sleep(0.5)
+    raise RestoreError(f"recovery did not finish in {timeout:.0f} s")
+
+
+def table_counts(port: int, database: str, host: str) -> dict[str, int]:
+    tables = psql(
+        port, database,
+        "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables"
+        " WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+        host,
+    ).split()  # fmt: skip
+    counts = {}
+    for table in tables:  # each name quoted by format('%I')
+        counts[table] = int(psql(port, database, f"SELECT count(*) FROM {table}", host))  # noqa: S608
+    return counts
+
+
+def postgres_bin(data_dir: Path) -> Path:
+    version = (data_dir / "PG_VERSION").read_text().strip()
+    return Path(f"/usr/lib/postgresql/{version}/bin")
+
+
+def restore_scratch(args) -> tuple[str, dict[str, int], str]:
+    if SCRATCH_DIR.exists():
+        shutil.rmtree(SCRATCH_DIR)
+    SCRATCH_DIR.mkdir(mode=0o700)
+    shutil.chown(SCRATCH_DIR, "postgres", "postgres")
+    # WAL fetched one segment at a time: the asynchronous fetcher would take the stanza's archive
+    # lock, which the live cluster's asynchronous archiving needs meanwhile.
+    fetch = (
+        f"{PGBACKREST} --stanza={args.stanza} --pg1-path={SCRATCH_DIR} --archive-async=n"
+        ' archive-get %f "%p"'
+    )
+    restore = pgbackrest(
+        args.stanza, f"--pg1-path={SCRATCH_DIR}", "--archive-mode=off",
+        f"--recovery-option=restore_command={fetch}", *restore_options(args.time), "restore",
+    )  # fmt: skip
+    # Debian keeps a cluster's configuration in /etc: the scratch one gets its own, minimal one.
+    socket_dir = SCRATCH_DIR / "socket"
+    files = {
+        "postgresql.conf": f"port = {args.scratch_port}\nlisten_addresses = ''\n"
+        f"unix_socket_directories = '{socket_dir}'\nshared_buffers = 32MB\n"
+        # No queries before promotion: a hot standby would need the live cluster's limits.
+        "archive_mode = off\nhot_standby = off\n",
+        "pg_hba.conf": "local all postgres peer\n",
+        "pg_ident.conf": "",
+    }
+    for name, text in files.items():
+        (SCRATCH_DIR / name).write_text(text)
+        shutil.chown(SCRATCH_DIR / name, "postgres", "postgres")
+    socket_dir.mkdir(mode=0o700)
+    shutil.chown(socket_dir, "postgres", "postgres")
+    log = SCRATCH_DIR.with_suffix(".log")
+    log.unlink(missing_ok=True)
+    bin_dir = postgres_bin(SCRATCH_DIR)
+    server = subprocess.Popen(
+        [RUNUSER, "-u", "postgres", "--", str(bin_dir / "postgres"), "-D", str(SCRATCH_DIR)],
+        stdout=subprocess.DEVNULL, stderr=open(log, "w"),  # noqa: SIM115 (the child owns it)
+    )  # fmt: skip
+    try:
+        wait_until_promoted(
+            args.scratch_port, str(socket_dir), lambda: server.poll() is None, log.read_text
+        )
+        counts = table_counts(args.scratch_port, args.database, str(socket_dir))
+    finally:
+        server.terminate()  # a smart shutdown: the scratch cluster has no other client
+        try:
+            server.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    outcome = recovery_outcome(log.read_text())
+    if not args.keep:
+        shutil.rmtree(SCRATCH_DIR)
+        log.unlink()
+    return backup_set(restore), counts, outcome
+
+
+def live_data_directory(args) -> Path:
+    if live_is_up(args.port):
+        return Path(psql(args.port, "postgres", "SHOW data_directory"))
+    if args.data_directory:
+        return Path(args.data_directory)
+    # Debian's cluster "main", as its configuration names it.
+    for config in sorted(glob.glob("/etc/postgresql/*/main/postgresql.conf"), reverse=True):
+        found = re.search(r"^data_directory\s*=\s*'([^']+)'", Path(config).read_text(), re.M)
+        if found:
+            return Path(found.group(1))
+    raise RestoreError("the live cluster is down and its data directory unknown: --data-directory")
+
+
+def restore_live(args) -> tuple[str, dict[str, int], str]:
+    data_dir = live_data_directory(args)
+    # Every cluster's unit, not only postgresql.service: systemctl waits for the units it names.
+    subprocess.run([SYSTEMCTL, "stop", "postgresql.service", "postgresql@*.service"], check=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    shutil.chown(data_dir, "postgres", "postgres")
+    try:
+        restore = pgbackrest(args.stanza, "--delta", *restore_options(args.time), "restore")
+    except RestoreError:
+        # Refused before it wrote anything, or stopped part-way: pgBackRest writes pg_control
+        # last, so a half-restored cluster does not start, and an untouched one gets its site back.
+        subprocess.run([SYSTEMCTL, "start", "postgresql"], capture_output=True)
+        raise
+    started = subprocess.run([SYSTEMCTL, "start", "postgresql"], capture_output=True, text=True)
+    logs = sorted(glob.glob("/var/log/postgresql/postgresql-*-main.log"))
+
+    def log_text() -> str:
+        return Path(logs[-1]).read_text(errors="replace")[-20000:] if logs else ""
+
+    def alive() -> bool:
+        state = subprocess.run(
+            [SYSTEMCTL, "is-active", "postgresql@*-main.service"], capture_output=True, text=True
+        )  # fmt: skip
+        return "active" in state.stdout.split() or "activating" in state.stdout.split()
+
+    if started.returncode != 0:
+        raise RestoreError(f"Postgres did not start: {recovery_outcome(log_text())}")
+    wait_until_promoted(args.port, "/run/postgresql", alive, log_text)
+    pgbackrest(args.stanza, "check")  # the new timeline's WAL reaches the repository
+    return (
+        backup_set(restore),
+        table_counts(args.port, args.database, "/run/postgresql"),
+        (recovery_outcome(log_text())),
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stanza", required=True)
+    parser.add_argument("--database", required=True, help="the app's database, counted")
+    parser.add_argument("--time", help="restore the state just before this time (with a zone)")
+    parser.add_argument("--into", choices=("scratch", "live"), default="scratch")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch cluster")
+    parser.add_argument("--port", type=int, default=5432, help="the live cluster's port")
+    parser.add_argument("--scratch-port", type=int, default=5499)
+    parser.add_argument("--data-directory", help="the live cluster's, when it is not running")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        parser.error("run it as root (it runs pgBackRest and Postgres as postgres)")
+
+    started = time.monotonic()
+    label = "flaskstack-before-restore-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = args.time or "the newest archived write"
+    print(f"restore of stanza {args.stanza} to {target}, into the {args.into} cluster")
+    try:
+        archived_at = archive_the_newest_writes(args.stanza, args.port, label)
+        if archived_at:
+            print(f"live cluster archived up to {archived_at} (restore point {label})")
+        else:
+            print(
+                "live cluster down or not the repository's: its newest archived WAL is the newest"
+            )
+        restore = restore_scratch if args.into == "scratch" else restore_live
+        backup, counts, outcome = restore(args)
+        verified = ""
+        if args.into == "scratch":
+            verify = as_postgres([PGBACKREST, f"--stanza={args.stanza}", "verify"])
+            if verify.returncode != 0:
+                raise RestoreError(
+                    f"pgbackrest verify found a damaged repository: {last_error(verify)}"
+                )
+            verified = "pgbackrest verify: the repository's backups and WAL are intact"
+    except RestoreError as error:
+        print(f"flaskstack-pitr-restore: {error}", file=sys.stderr)
+        return 1
+    print(f"from backup set {backup}: {outcome}")
+    width = max([len(table) for table in counts] + [5])
+    print(f"{'table':<{width}}  rows")
+    for table, rows in counts.items():
+        print(f"{table:<{width}}  {rows}")
+    if verified:
+        print(verified)
+    print(f"restored in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
