@@ -19,10 +19,35 @@ from test_backups import create_post, psql, run_ops, table_counts
 
 from support.load import WriteLoad
 
+ROOT = Path(__file__).resolve().parents[2]
 STANZA = "flaskstack"  # the role's default (pgbackrest_stanza)
 PREFIX = "flaskstack"  # the role's default (pgbackrest_s3_path), without its leading slash
 ARCHIVE_TIMEOUT = 60  # the role's default (pgbackrest_archive_timeout)
 DATABASE = "flaskstack"  # roles/flaskstack's postgres_app_database
+
+# The drills' outcomes, printed at the end of the module and of the stage (after the fault table).
+DRILLS: list[dict] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def drill_table(sandbox):
+    yield
+    columns = ("drill", "acked writes", "missing", "RPO", "RTO", "where the time went")
+    cells = [[str(row.get(column, "-")) for column in columns] for row in DRILLS]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    text = "Restore drills (pgBackRest, S3 bucket off the host):\n" + "\n".join(lines) + "\n"
+    print("\n" + text)
+    out = ROOT / ".build" / "e2e"
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / f"faults-{sandbox.sandbox_id}.txt").open("a") as file:
+        file.write("\n" + text)
+
+
+def restore_steps(output: str) -> str:
+    found = re.search(r"^steps: (.*)$", output, re.M)
+    return found.group(1) if found else "?"
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +172,53 @@ def test_a_time_without_its_zone_or_a_wrong_confirmation_changes_nothing(sandbox
     )
 
 
+def test_a_lost_disk_is_restored_from_the_bucket_within_the_archive_timeout(
+    sandbox, db_host, member
+):
+    """Under a write load the db host loses its data directory (the cluster killed, the directory
+    removed, unarchived WAL with it); the operator runs `make restore INTO=live`. RPO: how long
+    before the loss the oldest missing acknowledged write was acknowledged; every write
+    acknowledged more than archive_timeout before the loss must be back. RTO: from the loss to the
+    first write that succeeds again."""
+    post_id = create_post(sandbox, member, "Before the disk was lost")
+    data_dir = psql(sandbox, db_host, "postgres", "SHOW data_directory")
+    load = WriteLoad(sandbox.url, member.api, post_id, timeout=5).start()
+    try:
+        time.sleep(ARCHIVE_TIMEOUT + 15)  # writes older than the archive timeout at the loss
+        loss_began = load.clock()
+        sandbox.ssh(db_host, "sudo systemctl kill --signal=KILL 'postgresql@*-main.service' && "
+                             f"sudo rm -rf {data_dir}")  # fmt: skip
+        lost = load.clock()  # the cluster and its directory are gone
+        result = run_ops(sandbox, "restore.sh", INTO="live", CONFIRM=DATABASE)
+        time.sleep(3)  # writes succeed again
+    finally:
+        load.stop()
+    print(result.stdout[result.stdout.rfind("restore of stanza") :])
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "live cluster down or not the repository's" in result.stdout
+
+    stored = stored_comments(sandbox, db_host, post_id)
+    acked_before_loss = [w for w in load.acknowledged if w.started + w.seconds < loss_began]
+    missing = [w for w in acked_before_loss if stored.get(w.comment_id) != w.body]
+    oldest_missing = min((w.started + w.seconds for w in missing), default=None)
+    rpo = 0.0 if oldest_missing is None else loss_began - oldest_missing
+    rto = load.first_success_after(lost)
+    DRILLS.append({
+        "drill": "data directory lost under load; restore INTO=live (newest)",
+        "acked writes": f"{len(acked_before_loss)} before the loss", "missing": len(missing),
+        "RPO": f"{rpo:.1f} s", "RTO": "-" if rto is None else f"{rto:.1f} s",
+        "where the time went": f"make restore {result.seconds:.0f} s "
+        f"({restore_steps(result.stdout)}), then the app's first write",
+    })  # fmt: skip
+    print(f"lost-disk drill: {len(acked_before_loss)} writes acknowledged before the loss, "
+          f"{len(missing)} missing, RPO {rpo:.1f} s, RTO {rto} s")  # fmt: skip
+    print(f"load: {load.summary()}")
+    old_and_missing = [w for w in missing if w.started + w.seconds < loss_began - ARCHIVE_TIMEOUT]
+    assert old_and_missing == [], old_and_missing[:3]
+    assert rto is not None, "no write succeeded after the restore"
+    assert make_backups(sandbox).returncode == 0  # archiving goes on from the restored cluster
+
+
 def test_an_operator_mistake_is_undone_to_the_second(sandbox, db_host, member, browser):
     """All posts deleted at T under a write load; `make restore TIME=<T - 1 s> INTO=live` brings
     back every post and every write acknowledged before then, and nothing written after T."""
@@ -176,6 +248,12 @@ def test_an_operator_mistake_is_undone_to_the_second(sandbox, db_host, member, b
           f"in {result.seconds:.0f} s; posts {len(posts_before)} before, {len(posts_after)} after; "
           f"acknowledged comments before the target {len(before)}, in Postgres {len(stored)}, "
           f"missing {len(missing)}")  # fmt: skip
+    DRILLS.append({
+        "drill": "all posts deleted; restore TIME=<1 s before> INTO=live",
+        "acked writes": f"{len(before)} before the target", "missing": len(missing),
+        "RPO": "-", "RTO": f"{result.seconds:.0f} s (make restore)",
+        "where the time went": restore_steps(result.stdout),
+    })  # fmt: skip
     assert posts_after == posts_before
     assert before and missing == [], missing[:3]
     assert late == []
