@@ -289,6 +289,9 @@ def restore_live(args) -> tuple[str, dict[str, int], str]:
         if started.returncode != 0:
             raise RestoreError(f"Postgres did not start: {recovery_outcome(log_text())}")
         wait_until_promoted(args.port, "/run/postgresql", alive, log_text)
+    # The unit's reload ran during recovery: wake the checkpointer again now that it is over,
+    # or archive_timeout waits for the first timed checkpoint (postgresql-pgbackrest.conf.j2).
+    psql(args.port, "postgres", "SELECT pg_reload_conf()")
     with step("archiving check"):
         pgbackrest(args.stanza, "check")  # the new timeline's WAL reaches the repository
     return (
