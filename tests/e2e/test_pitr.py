@@ -233,7 +233,12 @@ def test_an_operator_mistake_is_undone_to_the_second(sandbox, db_host, member, b
         time.sleep(4)
         # The hosts share this machine's clock (containers): one timeline for both.
         mistake_wall, mistake = time.time(), load.clock()
-        mistake_sql = "SET ROLE flaskstack; BEGIN; DELETE FROM comments; DELETE FROM posts; COMMIT"
+        # The lock keeps the writers' new comments out between the two deletes (their foreign
+        # key would refuse the second); readers go on.
+        mistake_sql = (
+            "SET ROLE flaskstack; BEGIN; LOCK TABLE posts, comments IN EXCLUSIVE MODE;"
+            " DELETE FROM comments; DELETE FROM posts; COMMIT"
+        )
         psql(sandbox, db_host, DATABASE, mistake_sql)
         time.sleep(3)  # more writes follow (refused now: their post is gone)
     assert psql(sandbox, db_host, DATABASE, "SELECT count(*) FROM posts") == "0"
