@@ -11,6 +11,8 @@
 #   sandbox.sh ssh HOST [CMD…]     a shell or a command on a host, as the deploy user
 #   sandbox.sh restart HOST        stop and boot a host's container again (a reboot)
 #   sandbox.sh stop|start HOST     power a host off or on (e.g. an app host failing under load)
+#   sandbox.sh replace HOST        a new, empty host in a lost one's place: same name and address,
+#                                  a fresh Debian root (new SSH host keys), nothing deployed
 #   sandbox.sh ca-root             print the path of the ACME root that issues site certificates
 #   sandbox.sh layers              build the cached base layers if missing; print them (overlay
 #                                  lowerdir, top first): a Debian 13 host's root, for a chroot
@@ -154,6 +156,21 @@ remove_cgroup() {
     [[ -d "$hierarchy/$1" ]] || continue
     find "$hierarchy/$1" -depth -type d -exec rmdir {} + 2>/dev/null ||
       warn "cgroup $hierarchy/$1 still has processes; left in place"
+  done
+}
+
+# A power cut: every process of the host killed at once, no shutdown (cgroup.kill where the
+# kernel has it; else SIGKILL to each, again until none is left, in case one forked meanwhile).
+kill_cgroup() {
+  local hierarchy procs pid rounds=0
+  for hierarchy in $(cgroup_hierarchies); do
+    [[ -d "$hierarchy/$1" ]] || continue
+    if [[ -w "$hierarchy/$1/cgroup.kill" ]]; then echo 1 >"$hierarchy/$1/cgroup.kill"; fi
+    while procs="$(find "$hierarchy/$1" -name cgroup.procs -exec cat {} + 2>/dev/null)" &&
+      [[ -n "$procs" ]] && ((rounds++ < 100)); do
+      for pid in $procs; do kill -KILL "$pid" 2>/dev/null || true; done
+      sleep 0.1
+    done
   done
 }
 
@@ -963,6 +980,26 @@ cmd_restart() {
   log "host $1 is back ($((SECONDS - started)) s)"
 }
 
+# A lost host's replacement, as a provider would hand it over: the old one loses its power, its
+# disk (the overlay's upper layer) and identity go, the base layers stay.
+cmd_replace() {
+  (($# == 1)) || die "usage: sandbox.sh replace HOST"
+  local name="$1" started=$SECONDS dir
+  ensure_root
+  host_ip "$name" >/dev/null
+  dir="$(host_dir "$name")"
+  if host_running "$name"; then
+    log "cutting host $name's power"
+    kill_cgroup "$(host_cgroup "$name")"
+    stop_host "$name"
+  fi
+  log "throwing host $name's disk away"
+  if mountpoint -q "$dir/root"; then umount "$dir/root"; fi
+  rm -rf --one-file-system "$dir/upper" "$dir/work" "$dir/lower" "$dir/identity-created"
+  cmd_start "$name"
+  log "host $name was replaced by an empty one ($((SECONDS - started)) s)"
+}
+
 cmd_ca_root() {
   [[ -f "$ACME_ROOT" ]] || die "sandbox ${SANDBOX_ID} is not up"
   fetch_acme_root 2>/dev/null || warn "Pebble did not answer; $ACME_ROOT may be stale"
@@ -984,7 +1021,7 @@ main() {
   case "$command" in
     up) with_lock "/run/lock/flaskstack-sandbox-${SANDBOX_ID}.lock" cmd_up "$@" ;;
     down) with_lock "/run/lock/flaskstack-sandbox-${SANDBOX_ID}.lock" cmd_down ;;
-    restart | stop | start)
+    restart | stop | start | replace)
       with_lock "/run/lock/flaskstack-sandbox-${SANDBOX_ID}.lock" "cmd_$command" "$@"
       ;;
     status) cmd_status ;;
