@@ -1,7 +1,8 @@
 """Error responses: an HTML page for browsers, JSON `{"message": ...}` under /api.
 
 Postgres or Redis being unreachable is an outage, not a bug: it answers 503 quickly (the
-clients have short timeouts) and the next request after they return succeeds again.
+clients have short timeouts) and the next request after they return succeeds again. So is a
+database without the app's tables (a replaced db host before its restore).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
+import psycopg2.errors
 import redis
 import sqlalchemy.exc
 from flask import Flask, current_app, g, request
@@ -31,6 +33,15 @@ SERVICE_ERRORS = (
     sqlalchemy.exc.InterfaceError,
     sqlalchemy.exc.TimeoutError,
 )
+
+
+def _schema_missing(exc: BaseException) -> bool:
+    """A database without the app's tables: a new or replaced db host before its restore or
+    migrations. An outage of the data, not a bug in the request."""
+    return isinstance(exc, sqlalchemy.exc.ProgrammingError) and isinstance(
+        exc.orig, psycopg2.errors.UndefinedTable
+    )
+
 
 UNAVAILABLE_MESSAGE = "The service is temporarily unavailable. Please try again in a moment."
 
@@ -75,7 +86,7 @@ def _find_service_error(exc: BaseException | None) -> Exception | None:
     """The service error behind `exc`, following causes (limits wraps Redis errors)."""
     seen = 0
     while exc is not None and seen < 5:
-        if isinstance(exc, SERVICE_ERRORS):
+        if isinstance(exc, SERVICE_ERRORS) or _schema_missing(exc):
             return exc
         exc = exc.__cause__ or exc.__context__
         seen += 1

@@ -140,6 +140,27 @@ def test_postgres_down_gives_fast_503s_and_recovers(client, signed_in, postgres)
     assert "alice" in page.get_data(as_text=True)  # still logged in: the session is in Redis
 
 
+def test_a_database_without_the_apps_tables_gives_503s_not_500s(app, client, signed_in):
+    """A replaced db host before its restore: the database exists, the tables do not yet."""
+    from app.extensions import db
+
+    def rename(old: str, new: str) -> None:
+        with app.app_context(), db.engine.begin() as connection:
+            connection.exec_driver_sql(f"ALTER TABLE {old} RENAME TO {new}")
+
+    rename("posts", "posts_elsewhere")
+    try:
+        page = client.get("/")
+        assert page.status_code == 503
+        assert "temporarily unavailable" in page.get_data(as_text=True)
+        api = client.get("/api/v1/posts")
+        assert api.status_code == 503 and "temporarily unavailable" in api.json["message"]
+        assert api.headers["Retry-After"] == "5"
+    finally:
+        rename("posts_elsewhere", "posts")
+    assert client.get("/").status_code == 200
+
+
 def test_wait_for_services_waits_for_a_late_database(app, postgres):
     import threading
 
