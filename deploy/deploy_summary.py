@@ -18,6 +18,8 @@ RECAP_LINE = re.compile(
     r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)"
 )
 COUNTS = ("ok", "changed", "failed", "unreachable")
+# A role tells the operator what to do next with a debug message that starts so.
+ACTION_NEEDED = re.compile(r"Action needed: (.*?)(?:(?<!')'(?!')|\"|\n\s*\n|\n\S|\Z)", re.S)
 
 
 def groups_by_host(graph: str) -> dict[str, list[str]]:
@@ -44,6 +46,16 @@ def recap_by_host(log: str) -> dict[str, dict[str, int]]:
     return recap
 
 
+def actions_needed(log: str) -> list[str]:
+    """What the roles asked the operator to do ("Action needed: …" messages), once each."""
+    found = []
+    for match in ACTION_NEEDED.finditer(ANSI_ESCAPE.sub("", log)):
+        text = " ".join(match.group(1).split()).replace("''", "'")
+        if text not in found:
+            found.append(text)
+    return found
+
+
 def site_domains(inventory: dict) -> list[str]:
     hostvars = inventory.get("_meta", {}).get("hostvars", {})
     return sorted(
@@ -53,7 +65,8 @@ def site_domains(inventory: dict) -> list[str]:
 
 def render(args: argparse.Namespace) -> tuple[str, bool]:
     groups = groups_by_host(Path(args.graph).read_text() if Path(args.graph).exists() else "")
-    recap = recap_by_host(Path(args.log).read_text(errors="replace"))
+    log = Path(args.log).read_text(errors="replace")
+    recap = recap_by_host(log)
     try:
         inventory = json.loads(Path(args.inventory).read_text())
     except (OSError, ValueError):
@@ -74,6 +87,7 @@ def render(args: argparse.Namespace) -> tuple[str, bool]:
             f"  {host:<28} {','.join(groups.get(host, [])):<22} {cells[0]:>4} {cells[1]:>8} "
             f"{cells[2]:>7} {cells[3]:>8}"
         )
+    lines += [f"  action needed: {action}" for action in actions_needed(log)]
     lines.append(f"  result:   {f'FAILED (log: {args.log})' if failed else 'ok'}")
     return "\n".join(lines), failed
 
