@@ -3,19 +3,23 @@
 
     flaskstack-pitr-restore --stanza S --database DB [--time T] [--into scratch|live] [--keep]
 
+Before anything is restored, `pgbackrest verify` reads the whole repository (every backup file
+and WAL segment against its checksum): a damaged repository is refused, never restored from.
+
 --into scratch (default): restore beside the live cluster into a scratch cluster, start it on a
-socket of its own (no TCP, no archiving), count every table of the app's database, run
-`pgbackrest verify` on the repository, stop and remove it (--keep leaves it for a look). A check
-that a restore works, which touches nothing live.
+socket of its own (no TCP, no archiving), count every table of the app's database, compare its
+tables with the live ones, stop and remove it (--keep leaves it for a look). A check that a
+restore works, which touches nothing live: the weekly restore check runs it.
 --into live: replace the live cluster (its data directory, with --delta) and start it; the
 caller stops the app first. Its state before the restore stays in the repository: a restore
 point is archived first.
 --time: a timestamp with a time zone ('2026-12-02 10:14:00+00'): the state just before it.
-Without it, the newest state the repository holds (the live cluster's WAL is archived first).
+Without it, the newest state the repository holds: the restore point archived first when the
+live cluster is up (exactly that state, in scratch), else the end of the archived WAL.
 
 Prints what it did and the row count of every table; exits non-zero, with the reason on
-stderr, when the restore, the recovery or the verification fails. Runs as root: pgBackRest and
-Postgres run as postgres.
+stderr, when the restore, the recovery or the verification fails. Runs as root (pgBackRest and
+Postgres then run as postgres), or as postgres for a scratch restore.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import contextlib
 import glob
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -56,10 +61,20 @@ def step(name: str):
         STEPS.append((name, time.monotonic() - started))
 
 
+def postgres_argv(argv: list[str]) -> list[str]:
+    """argv run as postgres: through runuser when root, as it is when postgres already."""
+    if os.geteuid() == pwd.getpwnam("postgres").pw_uid:
+        return argv
+    return [RUNUSER, "-u", "postgres", "--", *argv]
+
+
+def give_to_postgres(path: Path) -> None:
+    if os.geteuid() == 0:  # as postgres, what it creates is already postgres'
+        shutil.chown(path, "postgres", "postgres")
+
+
 def as_postgres(argv: list[str], **options) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [RUNUSER, "-u", "postgres", "--", *argv], text=True, capture_output=True, **options
-    )
+    return subprocess.run(postgres_argv(argv), text=True, capture_output=True, **options)
 
 
 def pgbackrest(stanza: str, *args: str) -> subprocess.CompletedProcess:
@@ -118,10 +133,38 @@ def archive_the_newest_writes(stanza: str, port: int, label: str) -> str | None:
     return psql(port, "postgres", "SELECT now()")
 
 
-def restore_options(target: str | None) -> list[str]:
-    if target is None:
-        return []  # to the end of the archived WAL
-    return ["--type=time", f"--target={target}", "--target-action=promote"]
+def restore_options(time_target: str | None, restore_point: str | None = None) -> list[str]:
+    if time_target:
+        return ["--type=time", f"--target={time_target}", "--target-action=promote"]
+    if restore_point:
+        return ["--type=name", f"--target={restore_point}", "--target-action=promote"]
+    return []  # to the end of the archived WAL
+
+
+def verify_repository(stanza: str) -> str:
+    """pgBackRest's verdict on every backup file and WAL segment, or RestoreError naming them.
+
+    verify exits 0 even when it found damage: its report's "status: error" says so.
+    """
+    verify = as_postgres(
+        [PGBACKREST, f"--stanza={stanza}", "--log-level-console=info", "verify", "--verbose"]
+    )
+    said = verify.stdout + verify.stderr
+    if verify.returncode != 0:
+        raise RestoreError(f"pgbackrest verify failed, nothing was restored: {last_error(verify)}")
+    if re.search(r"^\s*status: (?!ok\b)", said, re.M):
+        invalid = re.findall(r"invalid result (\S+): \[\d+\][^:]*: (.*)", said)
+        summary = re.findall(r"^\s*((?:archiveId|backup): .*(?:\n\s+missing: .*)?)", said, re.M)
+        damaged = [f"{name} ({why.strip()})" for name, why in invalid]
+        totals = [
+            " ".join(line.split()) for line in summary
+            if re.search(r"(missing|invalid|other): [1-9]", line)
+        ]  # fmt: skip
+        raise RestoreError(
+            "pgbackrest verify found a damaged repository, nothing was restored: "
+            + "; ".join(damaged[:5] + totals[:3] or ["see pgbackrest verify --verbose"])
+        )
+    return "pgbackrest verify: the repository's backups and WAL are intact"
 
 
 def backup_set(restore: subprocess.CompletedProcess) -> str:
@@ -140,7 +183,7 @@ def recovery_outcome(log: str) -> str:
     ]
     if fatal:
         return fatal[-1]
-    stopped = re.findall(r"(recovery stopping (?:before|after) .*)", log)
+    stopped = re.findall(r"(recovery stopping (?:before|after|at) .*)", log)
     last = re.findall(r"last completed transaction was at log time (.*)", log)
     said = [stopped[-1]] if stopped else []
     said += [f"last transaction replayed: {last[-1]}"] if last else []
@@ -153,7 +196,7 @@ def wait_until_promoted(port: int, host: str, alive, log_text, timeout: float = 
         if not alive():
             outcome = recovery_outcome(log_text())
             if "before configured recovery target was reached" in outcome:
-                outcome += " (the time asked for is later than the newest archived WAL)"
+                outcome += " (the WAL up to the target is not all in the repository)"
             raise RestoreError(f"Postgres stopped during recovery: {outcome}")
         ready = (
             as_postgres(["/usr/bin/pg_isready", "-q", "-h", host, "-p", str(port)]).returncode == 0
@@ -182,11 +225,11 @@ def postgres_bin(data_dir: Path) -> Path:
     return Path(f"/usr/lib/postgresql/{version}/bin")
 
 
-def restore_scratch(args) -> tuple[str, dict[str, int], str]:
+def restore_scratch(args, restore_point: str | None) -> tuple[str, dict[str, int], str]:
     if SCRATCH_DIR.exists():
         shutil.rmtree(SCRATCH_DIR)
     SCRATCH_DIR.mkdir(mode=0o700)
-    shutil.chown(SCRATCH_DIR, "postgres", "postgres")
+    give_to_postgres(SCRATCH_DIR)
     # WAL fetched one segment at a time: the asynchronous fetcher would take the stanza's archive
     # lock, which the live cluster's asynchronous archiving needs meanwhile.
     fetch = (
@@ -196,7 +239,8 @@ def restore_scratch(args) -> tuple[str, dict[str, int], str]:
     with step("pgbackrest restore"):
         restore = pgbackrest(
             args.stanza, f"--pg1-path={SCRATCH_DIR}", "--archive-mode=off",
-            f"--recovery-option=restore_command={fetch}", *restore_options(args.time), "restore",
+            f"--recovery-option=restore_command={fetch}",
+            *restore_options(args.time, restore_point), "restore",
         )  # fmt: skip
     # Debian keeps a cluster's configuration in /etc: the scratch one gets its own, minimal one.
     socket_dir = SCRATCH_DIR / "socket"
@@ -204,20 +248,22 @@ def restore_scratch(args) -> tuple[str, dict[str, int], str]:
         "postgresql.conf": f"port = {args.scratch_port}\nlisten_addresses = ''\n"
         f"unix_socket_directories = '{socket_dir}'\nshared_buffers = 32MB\n"
         # No queries before promotion: a hot standby would need the live cluster's limits.
-        "archive_mode = off\nhot_standby = off\n",
+        "archive_mode = off\nhot_standby = off\n"
+        # The weekly check's unit forbids writable executable memory, which JIT needs.
+        "jit = off\n",
         "pg_hba.conf": "local all postgres peer\n",
         "pg_ident.conf": "",
     }
     for name, text in files.items():
         (SCRATCH_DIR / name).write_text(text)
-        shutil.chown(SCRATCH_DIR / name, "postgres", "postgres")
+        give_to_postgres(SCRATCH_DIR / name)
     socket_dir.mkdir(mode=0o700)
-    shutil.chown(socket_dir, "postgres", "postgres")
+    give_to_postgres(socket_dir)
     log = SCRATCH_DIR.with_suffix(".log")
     log.unlink(missing_ok=True)
     bin_dir = postgres_bin(SCRATCH_DIR)
     server = subprocess.Popen(
-        [RUNUSER, "-u", "postgres", "--", str(bin_dir / "postgres"), "-D", str(SCRATCH_DIR)],
+        postgres_argv([str(bin_dir / "postgres"), "-D", str(SCRATCH_DIR)]),
         stdout=subprocess.DEVNULL, stderr=open(log, "w"),  # noqa: SIM115 (the child owns it)
     )  # fmt: skip
     try:
@@ -312,14 +358,19 @@ def main() -> int:
     parser.add_argument("--scratch-port", type=int, default=5499)
     parser.add_argument("--data-directory", help="the live cluster's, when it is not running")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        parser.error("run it as root (it runs pgBackRest and Postgres as postgres)")
+    # The weekly check runs as postgres; a live restore stops and starts the cluster's units.
+    if os.geteuid() != 0 and (
+        args.into == "live" or os.geteuid() != pwd.getpwnam("postgres").pw_uid
+    ):
+        parser.error("run it as root, or as postgres for --into scratch")
 
     started = time.monotonic()
     label = "flaskstack-before-restore-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = args.time or "the newest archived write"
     print(f"restore of stanza {args.stanza} to {target}, into the {args.into} cluster")
     try:
+        with step("pgbackrest verify"):
+            verified = verify_repository(args.stanza)
         with step("archiving the live cluster's last WAL"):
             archived_at = archive_the_newest_writes(args.stanza, args.port, label)
         if archived_at:
@@ -328,27 +379,29 @@ def main() -> int:
             print(
                 "live cluster down or not the repository's: its newest archived WAL is the newest"
             )
-        restore = restore_scratch if args.into == "scratch" else restore_live
-        backup, counts, outcome = restore(args)
-        verified = ""
         if args.into == "scratch":
-            with step("pgbackrest verify"):
-                verify = as_postgres([PGBACKREST, f"--stanza={args.stanza}", "verify"])
-            if verify.returncode != 0:
+            backup, counts, outcome = restore_scratch(args, label if archived_at else None)
+            live_counts = (
+                table_counts(args.port, args.database, "/run/postgresql") if archived_at else {}
+            )
+            missing = sorted(set(live_counts) - set(counts))
+            if missing and not args.time:
                 raise RestoreError(
-                    f"pgbackrest verify found a damaged repository: {last_error(verify)}"
+                    f"the restored database lacks tables the live one has: {', '.join(missing)}"
                 )
-            verified = "pgbackrest verify: the repository's backups and WAL are intact"
+        else:
+            backup, counts, outcome = restore_live(args)
+            live_counts = {}
     except RestoreError as error:
         print(f"flaskstack-pitr-restore: {error}", file=sys.stderr)
         return 1
     print(f"from backup set {backup}: {outcome}")
     width = max([len(table) for table in counts] + [5])
-    print(f"{'table':<{width}}  rows")
+    print(f"{'table':<{width}}  rows" + ("  (live now)" if live_counts else ""))
     for table, rows in counts.items():
-        print(f"{table:<{width}}  {rows}")
-    if verified:
-        print(verified)
+        now = f"  ({live_counts.get(table, '-')})" if live_counts else ""
+        print(f"{table:<{width}}  {rows}{now}")
+    print(verified)
     print("steps: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in STEPS))
     print(f"restored in {time.monotonic() - started:.0f} s")
     return 0
