@@ -13,10 +13,10 @@ cd "$(dirname "$0")/.."
 topology="${1:-single}"
 # Order matters: the user flows and the second deploy (changed=0) run on the untouched stack,
 # then what ops do to it under load (deploys, rollback, renewal, kills, restarts, reboot; an app
-# host failing), backups, the hostile-input corpus (its last module checks the app's log over all
+# host failing), backups and restore drills, the hostile-input corpus (its last module checks the app's log over all
 # of it and prints the table), then the audit scans, and last the host audit (ssh-audit's
 # unfinished handshakes may earn this machine a short penalty from the hosts' sshd). The multi
-# stage ends with a second app: examples/guestbook replaces the blog (deploy, a rolling release
+# stage replaces its lost db host from the backups, then ends with a second app: examples/guestbook replaces the blog (deploy, a rolling release
 # switch and a rollback under load), and its scans and audit grade the guestbook; the blog's
 # deploy cases under load (new release, refused release, rollback) are the single stage's.
 case "$topology" in
@@ -37,7 +37,7 @@ case "$topology" in
       tests/e2e/test_edge.py tests/e2e/test_user_flows.py tests/e2e/test_hardening.py
       tests/e2e/multi/test_private_services.py tests/e2e/multi/test_sessions.py
       tests/e2e/multi/test_scheduled_jobs.py
-      tests/e2e/multi/test_failover.py
+      tests/e2e/multi/test_failover.py tests/e2e/multi/test_replaced_db_host.py
       tests/e2e/multi/test_second_app.py
       tests/e2e/test_scans.py tests/e2e/test_audit.py)
     ;;

@@ -50,8 +50,13 @@ class FaultTable:
     COLUMNS = ("case", "requests", "failed", "slowest failure", "acked writes", "in Postgres",
                "back after")  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(self, columns: tuple[str, ...] = COLUMNS) -> None:
+        self.columns = columns
         self.rows: list[dict] = []
+
+    def add_row(self, row: dict) -> None:
+        self.rows.append(row)
+        print(" | ".join(f"{name}: {row.get(name, '-')}" for name in self.columns))
 
     def add(self, case: str, load: WriteLoad, found: int, back_after: float | None) -> None:
         failed = ", ".join(f"{n}× {what}" for what, n in sorted(load.failures().items()))
@@ -64,13 +69,12 @@ class FaultTable:
             "in Postgres": found,
             "back after": "-" if back_after is None else f"{back_after:.1f} s",
         }
-        self.rows.append(row)
-        print(" | ".join(f"{name}: {row[name]}" for name in self.COLUMNS))
+        self.add_row(row)
 
     def render(self) -> str:
-        cells = [[str(row[c]) for c in self.COLUMNS] for row in self.rows]
-        widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(self.COLUMNS)]
-        line = " | ".join(c.ljust(w) for c, w in zip(self.COLUMNS, widths, strict=True))
+        cells = [[str(row.get(c, "-")) for c in self.columns] for row in self.rows]
+        widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(self.columns)]
+        line = " | ".join(c.ljust(w) for c, w in zip(self.columns, widths, strict=True))
         lines = [line, "-|-".join("-" * w for w in widths)]
         lines += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
         return "\n".join(lines)

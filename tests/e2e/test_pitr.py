@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import pytest
 from test_backups import create_post, psql, run_ops, table_counts
+from test_faults import FaultTable
 
 from support.load import WriteLoad
 
@@ -25,24 +26,16 @@ PREFIX = "flaskstack"  # the role's default (pgbackrest_s3_path), without its le
 ARCHIVE_TIMEOUT = 60  # the role's default (pgbackrest_archive_timeout)
 DATABASE = "flaskstack"  # roles/flaskstack's postgres_app_database
 
-# The drills' outcomes, printed at the end of the module and of the stage (after the fault table).
-DRILLS: list[dict] = []
+DRILL_COLUMNS = ("drill", "acked writes", "missing", "RPO", "RTO", "where the time went")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def drill_table(sandbox):
-    yield
-    columns = ("drill", "acked writes", "missing", "RPO", "RTO", "where the time went")
-    cells = [[str(row.get(column, "-")) for column in columns] for row in DRILLS]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    text = "Restore drills (pgBackRest, S3 bucket off the host):\n" + "\n".join(lines) + "\n"
-    print("\n" + text)
-    out = ROOT / ".build" / "e2e"
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / f"faults-{sandbox.sandbox_id}.txt").open("a") as file:
-        file.write("\n" + text)
+@pytest.fixture(scope="module")
+def drills(sandbox):
+    """The drills' outcomes, printed at the end of the module and of the stage (after the fault
+    table)."""
+    table = FaultTable(DRILL_COLUMNS)
+    yield table
+    table.report(sandbox, "Restore drills (pgBackRest, S3 bucket off the host)", mode="a")
 
 
 def restore_steps(output: str) -> str:
@@ -55,18 +48,27 @@ def db_host(sandbox) -> dict:
     return sandbox.hosts_in("db")[0]
 
 
-def bucket_get(sandbox, path: str) -> bytes:
-    """GET on the bucket's S3 API over TLS, signed with the hosts' key, as pgBackRest does."""
+def bucket_request(sandbox, path: str, *curl_args: str) -> bytes:
+    """A request to the bucket's S3 API over TLS, signed with the hosts' key, as pgBackRest's."""
     secrets = Path(sandbox.spec["state_dir"]) / "secrets"
     key = (secrets / "pgbackrest_s3_key").read_text().strip()
     secret = (secrets / "pgbackrest_s3_key_secret").read_text().strip()
     url = f"https://{sandbox.spec['s3_endpoint']}/{sandbox.spec['s3_bucket']}/{path}"
     result = subprocess.run(
         ["curl", "-fsS", "--cacert", sandbox.spec["acme_server_ca"],
-         "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", f"{key}:{secret}", url],
+         "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", f"{key}:{secret}", *curl_args, url],
         capture_output=True, timeout=60, check=True,
     )  # fmt: skip
     return result.stdout
+
+
+def bucket_get(sandbox, path: str) -> bytes:
+    return bucket_request(sandbox, path)
+
+
+def bucket_put(sandbox, path: str, content: bytes, scratch: Path) -> None:
+    scratch.write_bytes(content)
+    bucket_request(sandbox, path, "--upload-file", str(scratch))
 
 
 def bucket_keys(sandbox, prefix: str) -> list[str]:
@@ -158,12 +160,81 @@ def test_a_restore_from_the_repository_into_scratch_counts_every_table(sandbox, 
     print(result.stdout[result.stdout.rfind("restore of stanza") :])
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "pgbackrest verify: the repository's backups and WAL are intact" in result.stdout
-    restored = dict(re.findall(r"^public\.(\w+)\s+(\d+)$", result.stdout, re.M))
+    restored = dict(re.findall(r"^public\.(\w+)\s+(\d+)\b", result.stdout, re.M))
     # Nothing writes meanwhile: the newest archived state is the live one.
     assert {table: int(rows) for table, rows in restored.items()} == live
     # The scratch cluster is gone, and the live one was never touched.
     assert sandbox.ssh(db_host, "sudo test -e /var/lib/postgresql/flaskstack-pitr-check",
                        check=False).returncode == 1  # fmt: skip
+
+
+def test_the_weekly_restore_check_restores_the_newest_backup(sandbox, db_host):
+    unit = "flaskstack-pitr-check"
+    timer = sandbox.ssh(db_host, f"systemctl is-enabled {unit}.timer").stdout.strip()
+    assert timer == "enabled"
+    since = sandbox.ssh(db_host, "date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+    started = sandbox.ssh(db_host, f"sudo systemctl start {unit}.service", check=False)
+    journal = sandbox.journal(db_host, f"{unit}.service", since)
+    assert started.returncode == 0, journal[-3000:]
+    assert "pgbackrest verify: the repository's backups and WAL are intact" in journal
+    assert re.search(r"recovery stopping at restore point", journal), journal[-3000:]
+    # The metrics' "last good restore check".
+    marker = sandbox.ssh(db_host, "stat -c %Y /var/lib/flaskstack-pitr-check/last-success")
+    assert abs(int(marker.stdout) - time.time()) < 300
+
+
+def test_the_backups_figures_are_written_for_node_exporter(sandbox, db_host):
+    """The file node_exporter's textfile collector reads, as its timer's unit writes it."""
+    sandbox.ssh(db_host, "sudo systemctl start flaskstack-backup-metrics.service")
+    text = sandbox.ssh(db_host, "cat /var/lib/prometheus/node-exporter/flaskstack_pgbackrest.prom")
+    samples = {
+        name: float(value)
+        for name, value in re.findall(r"^flaskstack_pgbackrest_(\S+) (\S+)$", text.stdout, re.M)
+    }
+    stanza = f'stanza="{STANZA}"'
+    assert samples[f"scrape_success{{{stanza}}}"] == 1, text.stdout
+    assert samples[f"stanza_status{{{stanza}}}"] == 0
+    assert samples[f'backups{{{stanza},type="full"}}'] >= 1
+    assert samples[f'backups{{{stanza},type="diff"}}'] >= 1
+    now = time.time()
+    assert now - samples[f'last_backup_timestamp_seconds{{{stanza},type="full"}}'] < 86400
+    assert now - samples[f"archiver_last_archived_timestamp_seconds{{{stanza}}}"] < 600
+    assert now - samples[f"restore_check_last_success_timestamp_seconds{{{stanza}}}"] < 600
+    assert samples[f"repository_size_bytes{{{stanza}}}"] > 1_000_000
+    assert samples[f"archiver_failed_total{{{stanza}}}"] == 0
+
+
+def test_a_damaged_repository_is_refused_and_fails_the_weekly_check(sandbox, db_host, tmp_path):
+    """One WAL segment corrupted in the bucket (a byte flipped, as a failing disk or a buggy
+    store would): pgbackrest verify names it, `make restore` refuses both a scratch and a live
+    restore and changes nothing, and the weekly check's unit fails. Then the segment is put back."""
+    segment_name = re.compile(r"/[0-9A-F]{24}-[0-9a-f]{40}\.zst$")
+    wal = [key for key in bucket_keys(sandbox, f"{PREFIX}/archive/{STANZA}/")
+           if segment_name.search(key)]  # fmt: skip
+    victim = max(wal, key=lambda key: key.rsplit("/", 1)[-1])  # the newest segment
+    original = bucket_get(sandbox, victim)
+    damaged = bytearray(original)
+    damaged[len(damaged) // 2] ^= 0xFF
+    bucket_put(sandbox, victim, bytes(damaged), tmp_path / "damaged")
+    try:
+        segment = victim.rsplit("/", 1)[-1]
+        for into in ("scratch", "live"):
+            result = run_ops(sandbox, "restore.sh", INTO=into, CONFIRM=DATABASE)
+            said = result.stdout + result.stderr
+            assert result.returncode != 0, said[-3000:]
+            assert "pgbackrest verify found a damaged repository, nothing was restored" in said
+            assert segment in said, said[-3000:]
+        # The live cluster was not touched: the site serves, archiving goes on.
+        assert sandbox.curl("-o", "/dev/null", "-w", "%{http_code}",
+                            f"{sandbox.url}/").stdout == "200"  # fmt: skip
+        unit = "flaskstack-pitr-check.service"
+        check = sandbox.ssh(db_host, f"sudo systemctl start {unit}", check=False)
+        assert check.returncode != 0
+        assert sandbox.ssh(db_host, f"systemctl is-failed {unit}").stdout.strip() == "failed"
+    finally:
+        bucket_put(sandbox, victim, original, tmp_path / "original")
+        sandbox.ssh(db_host, "sudo systemctl reset-failed flaskstack-pitr-check.service")
+    print(f"damaged {segment}: refused by make restore (scratch and live), weekly check failed")
 
 
 def test_a_time_without_its_zone_or_a_wrong_confirmation_changes_nothing(sandbox, db_host):
@@ -178,7 +249,7 @@ def test_a_time_without_its_zone_or_a_wrong_confirmation_changes_nothing(sandbox
 
 
 def test_a_lost_disk_is_restored_from_the_bucket_within_the_archive_timeout(
-    sandbox, db_host, member
+    sandbox, db_host, member, drills
 ):
     """Under a write load the db host loses its data directory (the cluster killed, the directory
     removed, unarchived WAL with it); the operator runs `make restore INTO=live`. RPO: how long
@@ -201,30 +272,42 @@ def test_a_lost_disk_is_restored_from_the_bucket_within_the_archive_timeout(
     print(result.stdout[result.stdout.rfind("restore of stanza") :])
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "live cluster down or not the repository's" in result.stdout
+    record_loss(
+        sandbox, db_host, drills, load, post_id, loss_began, lost,
+        drill="data directory lost under load; restore INTO=live (newest)",
+        steps=f"make restore {result.seconds:.0f} s ({restore_steps(result.stdout)})",
+    )  # fmt: skip
+    assert make_backups(sandbox).returncode == 0  # archiving goes on from the restored cluster
 
+
+def record_loss(sandbox, db_host, drills, load, post_id, loss_began, lost, drill, steps) -> None:
+    """What losing the db host's data cost the writers, in the drill table; fails when a write
+    acknowledged more than archive_timeout before the loss is missing, or none succeeds after.
+    RPO: how long before the loss the oldest missing acknowledged write was acknowledged. RTO:
+    from the loss to the first write that succeeds again."""
     stored = stored_comments(sandbox, db_host, post_id)
     acked_before_loss = [w for w in load.acknowledged if w.started + w.seconds < loss_began]
     missing = [w for w in acked_before_loss if stored.get(w.comment_id) != w.body]
     oldest_missing = min((w.started + w.seconds for w in missing), default=None)
     rpo = 0.0 if oldest_missing is None else loss_began - oldest_missing
     rto = load.first_success_after(lost)
-    DRILLS.append({
-        "drill": "data directory lost under load; restore INTO=live (newest)",
-        "acked writes": f"{len(acked_before_loss)} before the loss", "missing": len(missing),
-        "RPO": f"{rpo:.1f} s", "RTO": "-" if rto is None else f"{rto:.1f} s",
-        "where the time went": f"make restore {result.seconds:.0f} s "
-        f"({restore_steps(result.stdout)}), then the app's first write",
+    drills.add_row({
+        "drill": drill, "acked writes": f"{len(acked_before_loss)} before the loss",
+        "missing": len(missing), "RPO": f"{rpo:.1f} s",
+        "RTO": "-" if rto is None else f"{rto:.1f} s",
+        "where the time went": f"{steps}, then the app's first write",
     })  # fmt: skip
-    print(f"lost-disk drill: {len(acked_before_loss)} writes acknowledged before the loss, "
-          f"{len(missing)} missing, RPO {rpo:.1f} s, RTO {rto} s")  # fmt: skip
     print(f"load: {load.summary()}")
     old_and_missing = [w for w in missing if w.started + w.seconds < loss_began - ARCHIVE_TIMEOUT]
     assert old_and_missing == [], old_and_missing[:3]
     assert rto is not None, "no write succeeded after the restore"
-    assert make_backups(sandbox).returncode == 0  # archiving goes on from the restored cluster
+    # An outage answers 503 (or nginx's 502 while the app is stopped), never a 500: a database
+    # without the app's tables (a new host before its restore) included.
+    server_errors = {what: n for what, n in load.failures().items() if what.endswith(" 500")}
+    assert server_errors == {}, server_errors
 
 
-def test_an_operator_mistake_is_undone_to_the_second(sandbox, db_host, member, browser):
+def test_an_operator_mistake_is_undone_to_the_second(sandbox, db_host, member, browser, drills):
     """All posts deleted at T under a write load; `make restore TIME=<T - 1 s> INTO=live` brings
     back every post and every write acknowledged before then, and nothing written after T."""
     post_id = create_post(sandbox, member, "Before the mistake")
@@ -258,7 +341,7 @@ def test_an_operator_mistake_is_undone_to_the_second(sandbox, db_host, member, b
           f"in {result.seconds:.0f} s; posts {len(posts_before)} before, {len(posts_after)} after; "
           f"acknowledged comments before the target {len(before)}, in Postgres {len(stored)}, "
           f"missing {len(missing)}")  # fmt: skip
-    DRILLS.append({
+    drills.add_row({
         "drill": "all posts deleted; restore TIME=<1 s before> INTO=live",
         "acked writes": f"{len(before)} before the target", "missing": len(missing),
         "RPO": "-", "RTO": f"{result.seconds:.0f} s (make restore)",
