@@ -36,6 +36,10 @@ FIGURES = {
     "10e",
     "11a",
     "11b",
+    "12a",
+    "12b",
+    "12c",
+    "12d",
     "C1",
     "C3",
     "C4",
@@ -91,13 +95,21 @@ def test_every_figure_is_measured_without_errors(smoke_run):
             assert set(cpu) == {"app", "postgres", "redis", "nginx", "caddy", "all"}, key
             assert all(ms >= 0 for ms in cpu.values()), key
     assert results["errors"] == 0
-    assert results["targets"] == 20
+    assert results["targets"] == 22
     # Figures H ran on the hosts' interpreter, not this machine's.
     assert results["environment"]["hosts_python"].startswith("Python 3.13"), results["environment"]
     # 5 measures the app (its cookie takes it past the microcache), 5c the microcache: the app
     # renders the page about once a second there, not once per request.
     app_cpu = {key: figures[key]["cpu_ms_per_request"]["app"] for key in ("5", "5c")}
     assert app_cpu["5c"] < app_cpu["5"] / 10, app_cpu
+    # WAL was archived with archiving on (12b, 12d), never with it off; 12b's run had the backup.
+    archived = {
+        key: sum(run["detail"]["wal_segments_archived"] for run in figures[key]["runs"])
+        for key in ("12a", "12b", "12c", "12d")
+    }
+    assert archived["12a"] == archived["12c"] == 0, archived
+    assert archived["12b"] + archived["12d"] > 0, archived
+    assert figures["12b"]["runs"][0]["detail"]["beside_full_backup"]["repository_mb"] > 0
     # Resumed handshakes really resumed (the client offered the previous session each time).
     for key in ("10c", "10d"):
         run = figures[key]["runs"][0]

@@ -69,15 +69,53 @@ def seed_users(database_url: str) -> None:
     connection.close()
 
 
-def log_in(ca_cert: Path) -> str:
-    """Log in through nginx with the real form, as a browser does; returns the Cookie header."""
-    pool = urllib3.HTTPSConnectionPool(
+def own_post(database_url: str) -> int:
+    """The newest live post of the bench user: comments on it queue no mail."""
+    import psycopg2
+
+    with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT posts.id FROM posts JOIN users ON users.id = posts.author_id
+            WHERE users.username = %s AND posts.deleted_at IS NULL
+            ORDER BY posts.id DESC LIMIT 1
+            """,
+            (BENCH_USER,),
+        )
+        (post,) = cursor.fetchone()
+    connection.close()
+    return post
+
+
+def site(ca_cert: Path) -> urllib3.HTTPSConnectionPool:
+    """Connections to nginx as the site's name, as a browser makes them."""
+    return urllib3.HTTPSConnectionPool(
         "127.0.0.1",
         443,
         server_hostname=SITE_HOST,
         assert_hostname=SITE_HOST,
         ca_certs=str(ca_cert),
     )
+
+
+def api_token(ca_cert: Path) -> str:
+    """The bench user's API token, from the API's own endpoint (POST /api/v1/tokens)."""
+    pool = site(ca_cert)
+    answer = pool.request(
+        "POST",
+        "/api/v1/tokens",
+        json={"username": BENCH_USER, "password": BENCH_PASSWORD},
+        headers={"Host": SITE_HOST},
+    )
+    pool.close()
+    if answer.status != 201:
+        raise BenchError(f"no API token: {answer.status} {answer.data[:300]!r}")
+    return answer.json()["token"]
+
+
+def log_in(ca_cert: Path) -> str:
+    """Log in through nginx with the real form, as a browser does; returns the Cookie header."""
+    pool = site(ca_cert)
     base = {"Host": SITE_HOST}
     page = pool.request("GET", "/login", headers=base, redirect=False)
     cookie = page.headers["Set-Cookie"].split(";", 1)[0]

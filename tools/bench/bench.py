@@ -9,6 +9,7 @@ how. This module runs the figures group by group; the rest of the package:
   nginx_config.py (nginx's configuration) and app_data.py (seed data, the logged-in session).
 - load.py: the load generators; processes.py: commands, processes, their CPU and memory.
 - handshakes.py: figures 10 (nginx's CPU per new TLS connection); profiling.py: --py-spy.
+- archiving.py: pgBackRest for figures 12 (WAL archiving off and on).
 - results.py: the table `make bench` prints and the JSON it writes.
 
 Every process it starts is stopped by PID at the end, also on failure or SIGTERM.
@@ -25,13 +26,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
-from tools.bench.app_data import log_in
+from tools.bench.app_data import api_token, log_in, own_post
+from tools.bench.archiving import OFF, PGBACKREST, PgBackRest
 from tools.bench.caddy import PORTS as CADDY_PORTS
 from tools.bench.caddy import check_same_answers
 from tools.bench.figures import (
     APP_CLIENTS,
+    ARCHIVING,
+    BESIDE_BACKUP,
     COMPRESSED,
     EDGE_CLIENTS,
     EDGE_STREAMS,
@@ -77,6 +83,7 @@ class Bench:
         self.meter = CpuMeter()
         self.stack = Stack(work, self.meter, unix_sockets, nginx_http)
         self.cookie = ""
+        self.api_token, self.own_post = "", 0  # the writes of figures 12
 
     def run(self) -> None:
         """Every figure, group by group, in the order their dependencies need."""
@@ -96,7 +103,10 @@ class Bench:
             for key in PROFILED:
                 self.profile_app(key)
         self.memory()
-        # Restarts gunicorn on another database: after the figures of the first app run.
+        # Restart Postgres and gunicorn: after the figures of the first app run, before the
+        # second database (the full backup copies what the cluster holds).
+        self.archiving()
+        # Restarts gunicorn on another database.
         self.growth()
         self.on_hosts_python()
         # Handshakes last: they restart nginx with one certificate at a time.
@@ -140,7 +150,13 @@ class Bench:
             url = f"http://{APP_ADDRESS[0]}:{APP_ADDRESS[1]}{load.path}"
             return wrk(url, clients=load.clients, **timing)
         path = self.stack.static_path(load.path) if load.fingerprinted else load.path
-        headers = {}
+        headers, body = {}, None
+        if load.json_body is not None:
+            path = path.format(post=self.own_post)
+            body = self.work / "request-body.json"
+            body.write_text(load.json_body)
+            headers["content-type"] = "application/json"
+            headers["authorization"] = f"Bearer {self.api_token}"
         if load.compressed:
             headers["accept-encoding"] = COMPRESSED
         if load.logged_in:
@@ -158,6 +174,7 @@ class Bench:
             headers=headers,
             rps=rps,
             port=port,
+            data=body,
             **timing,
         )
 
@@ -227,6 +244,88 @@ class Bench:
                 for key in keys:
                     self.measure(key, repetition)
             databases.reverse()
+
+    def archiving(self) -> None:
+        """Figures 12: the anonymous page and a comment written through the API, with
+        Postgres' WAL archiving off and on (pgBackRest, as roles/pgbackrest configures it),
+        Postgres and gunicorn restarted for each. The conditions alternate A B, B A, A B… as
+        in growth(); the first run of BESIDE_BACKUP has a full backup beside it."""
+        log("WAL archiving: pgBackRest as roles/pgbackrest sets it up, a repository on disk")
+        archive = self.stack.pgbackrest()
+        version = run(PGBACKREST, "version", capture_output=True).stdout.strip()
+        self.results.environment["pgbackrest"] = version
+        archive.create_stanza()
+        self.api_token = api_token(self.stack.ca_cert)
+        self.own_post = own_post(self.stack.database_url)
+        for key in ARCHIVING:  # notes filled in at the end: they tell what the runs did
+            self.results.add(replace(SPECS[key], note="").figure())
+        conditions = [
+            (on, [key for key in ARCHIVING if SPECS[key].measures.archiving == on])
+            for on in (False, True)
+        ]
+        backup = {}
+        # None: Postgres restarts before the first condition too, so that off and on each
+        # follow a restart as often (a restart empties Postgres' buffers and gunicorn's pools).
+        archiving = None
+        for repetition in range(1, self.profile.repetitions + 1):
+            for on, keys in conditions:
+                if on != archiving:
+                    self.switch_archiving(archive, on)
+                    archiving = on
+                for key in keys:
+                    beside = key == BESIDE_BACKUP and not backup
+                    backup = self.measure_archived(archive, key, repetition, beside) or backup
+            conditions.reverse()
+        if archiving:
+            self.switch_archiving(archive, False)
+        self.describe_archiving(archive, backup)
+
+    def switch_archiving(self, archive: PgBackRest, on: bool) -> None:
+        log(f"  Postgres restarted with WAL archiving {'on' if on else 'off'}")
+        self.stack.restart_postgres(archive.settings() if on else OFF)
+        if on:
+            archive.wake_checkpointer()
+
+    def measure_archived(
+        self, archive: PgBackRest, key: str, repetition: int, backup: bool
+    ) -> dict:
+        """measure(), with the WAL written and archived during the load (its warm-up too); a
+        failed archive_command is an error of the run. With archiving on, a segment is closed
+        in the middle of the measured period: a host archives one at least every
+        archive_timeout when there are writes, which is longer than a run. With `backup`, a
+        full backup starts when the measured period does; returns its sizes and duration."""
+        before = archive.counters()
+        on = SPECS[key].measures.archiving
+        mid_run, warmup = self.profile.warmup + self.profile.duration / 2, self.profile.warmup
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            skipped = pool.submit(archive.switch_wal, after=mid_run) if on else None
+            full = pool.submit(archive.full_backup, after=warmup) if backup else None
+            self.measure(key, repetition)
+            skipped = skipped.result() if skipped else 0
+            full = full.result() if full else {}
+        after = archive.counters()
+        measured = self.results.figures[key].runs[-1]
+        measured.errors += after["failed"] - before["failed"]
+        wal = after["wal_bytes"] - before["wal_bytes"] - skipped
+        measured.detail["wal_mb"] = round(wal / 2**20, 3)
+        measured.detail["wal_segments_archived"] = after["archived"] - before["archived"]
+        measured.detail["archive_failures"] = after["failed"] - before["failed"]
+        if full:
+            measured.detail["beside_full_backup"] = full
+            log(f"  a full backup beside it: {full['database_mb']:.0f} MB, {full['seconds']} s")
+        return full
+
+    def describe_archiving(self, archive: PgBackRest, backup: dict) -> None:
+        timeout = archive.settings()["archive_timeout"]
+        for key in ARCHIVING:
+            figure = self.results.figures[key]
+            figure.note = SPECS[key].note.format(
+                clients=SPECS[key].measures.clients,
+                timeout=timeout,
+                wal_mb=sum(run.detail["wal_mb"] for run in figure.runs),
+                archived=sum(run.detail["wal_segments_archived"] for run in figure.runs),
+                **backup,
+            )
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:

@@ -64,10 +64,18 @@ class Load:
     edge: str = "nginx"  # or "caddy": the peer edge (tools/bench/caddy.py)
     half_rate_of: str | None = None  # a fixed rate: half that figure's median req/s in all
     posts: str = "small"  # the database it reads: Profile.small_posts or large_posts posts
+    # POSTed as JSON with the bench user's API token (Authorization: Bearer); `path` may name
+    # {post}, the newest live post of the bench user.
+    json_body: str | None = None
+    archiving: bool = False  # Postgres archives its WAL with pgBackRest (figures 12)
 
     def on(self, posts: str) -> Load:
         """The same requests on the other database."""
         return replace(self, posts=posts)
+
+    def archived(self) -> Load:
+        """The same requests with Postgres' WAL archiving on."""
+        return replace(self, archiving=True)
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,11 @@ PAGE = Load("/", compressed=True, bypass_cache=True)
 CACHED_PAGE = Load("/", compressed=True, clients=SPIKE_CLIENTS)
 LOGGED_IN_PAGE = Load("/", compressed=True, logged_in=True)
 API = Load("/api/v1/posts", compressed=True)
+# A comment through the API on the bench user's own post: its author gets no mail, so no job
+# is queued in Redis and the write is the row and its commit.
+COMMENT = Load(
+    "/api/v1/posts/{post}/comments", json_body='{"body": "A comment from the benchmark."}'
+)
 
 FIGURES = (
     # key, name, unit, baseline (the figure it is divided by), target, what it measures
@@ -222,6 +235,53 @@ FIGURES = (
         note="all workers: RSS {rss:.0f} MB, PSS {pss:.0f} MB "
         "(PSS shares copy-on-write pages between processes)",
     ),
+    # The same page and a write with Postgres' WAL archiving off and on (pgBackRest, as
+    # roles/pgbackrest sets it up), Postgres restarted for each.
+    Spec(
+        "12a",
+        "anonymous page /, WAL archiving off",
+        REQ,
+        None,
+        None,
+        PAGE,
+        note="archive_mode=off; Postgres and gunicorn restarted for each condition, "
+        "in turns A B, B A, A B",
+    ),
+    Spec(
+        "12b",
+        "anonymous page /, WAL archiving on",
+        REQ,
+        "12a",
+        at_least(0.95),
+        PAGE.archived(),
+        note="pgbackrest archive-push (async, zstd, aes-256-cbc; archive_timeout {timeout} s) "
+        "into a repository on local disk, a segment closed in the middle of each run "
+        "(pg_switch_wal); segments archived over its loads: {archived}. Its first run had a "
+        "full backup beside it (pgbackrest backup --type=full, stanza created before): "
+        "{database_mb:.0f} MB of cluster, {repository_mb:.1f} MB in the repository, {seconds} s",
+    ),
+    Spec(
+        "12c",
+        "API comment (a write), WAL archiving off",
+        REQ,
+        None,
+        None,
+        COMMENT,
+        note="POST /api/v1/posts/<id>/comments with an API token, {clients} clients; WAL "
+        "written over its loads (warm-ups included) {wal_mb:.1f} MB",
+    ),
+    # 0.90: archiving copies WAL after a segment is complete, never inside a commit; a write
+    # losing more than the growth figures allow would mean archive_command is in its way.
+    Spec(
+        "12d",
+        "API comment (a write), WAL archiving on",
+        REQ,
+        "12c",
+        at_least(0.90),
+        COMMENT.archived(),
+        note="archiving as 12b, no backup; over its loads (warm-ups included): WAL written "
+        "{wal_mb:.1f} MB, segments archived: {archived}",
+    ),
 )
 SPECS = {spec.key: spec for spec in FIGURES}
 
@@ -230,6 +290,8 @@ THROUGHPUT = ("1", "1c", "2", "3", "4", "5", "5c", "6", "7", "C1", "C3", "C4", "
 LATENCY = ("8",)
 PROFILED = ("3", "5", "6", "7")  # with --py-spy: the app figures behind nginx
 GROWTH = ("9a", "9b", "9c", "9d")
+ARCHIVING = ("12a", "12b", "12c", "12d")
+BESIDE_BACKUP = "12b"  # its first run has a full backup running beside it
 HOSTS_PYTHON = ("H2", "H5", "H6", "H7")
 HANDSHAKES = ("10a", "10b", "10c", "10d", "10e")
 PEER_HANDSHAKES = ("C10a", "C10b")

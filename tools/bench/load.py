@@ -61,9 +61,11 @@ def h2load(
     rps: int | None = None,
     meter: CpuMeter | None = None,
     port: int = 443,
+    data: Path | None = None,
 ) -> Run:
     """HTTP/2 over TLS to an edge (SNI and Host are the site's name, the TCP peer is loopback).
-    With `meter`, the servers' CPU is measured from the end of the warm-up to the end."""
+    With `data`, every request POSTs that file. With `meter`, the servers' CPU is measured
+    from the end of the warm-up to the end."""
     log_file = work / "h2load-requests.tsv"
     log_file.unlink(missing_ok=True)
     command = [
@@ -80,6 +82,8 @@ def h2load(
     ]
     if rps:
         command.append(f"--rps={rps}")
+    if data:
+        command.append(f"--data={data}")
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
     result = _run_metered([*command, url], warmup, duration, meter)

@@ -9,7 +9,8 @@ namespace, so every server listens where it would on a host):
 - the same app on the hosts' Python (Debian 13's, in a chroot: tools/bench/hosts_python.py)
   for the last figures.
 - Postgres and Redis: throwaway servers (tools/servers.py) given the roles' settings (Redis ACL
-  user, AOF everysec, maxmemory; Postgres scram-sha-256, slow-query log).
+  user, AOF everysec, maxmemory; Postgres scram-sha-256, slow-query log), and for figures 12
+  Postgres restarted with WAL archiving on or off (pgBackRest: tools/bench/archiving.py).
 
 Every process it starts is stopped by PID when it closes."""
 
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from tools.bench import hosts_python
 from tools.bench.app_data import seed_posts, seed_users, with_database
+from tools.bench.archiving import PgBackRest
 from tools.bench.caddy import caddy, write_config
 from tools.bench.layout import (
     APP_ADDRESS,
@@ -69,7 +71,11 @@ def nginx_workers(master: subprocess.Popen) -> list[int]:
 
 class DeploymentPostgres(PostgresServer):
     """The test suite's throwaway Postgres, with the postgres role's settings instead of the
-    suite's no-fsync ones."""
+    suite's no-fsync ones, and `archiving`'s (the pgbackrest role's, figures 12) on top."""
+
+    def __init__(self, password: str) -> None:
+        super().__init__(password)
+        self.archiving: dict[str, str] = {}
 
     def settings(self) -> dict[str, str]:
         return {
@@ -79,6 +85,7 @@ class DeploymentPostgres(PostgresServer):
             "log_min_duration_statement": str(
                 role_defaults("postgres")["postgres_log_min_duration_statement"]
             ),
+            **self.archiving,
         }
 
 
@@ -282,6 +289,24 @@ class Stack:
         seed_users(url)
         seed_posts(url, posts)
         return url
+
+    def pgbackrest(self) -> PgBackRest:
+        """pgBackRest for the stack's Postgres, its files in the work directory. At the end,
+        Postgres stops first: its archiver's last archive_command may start an async push."""
+        tool = PgBackRest(self.work / "pgbackrest", self.postgres)
+        self.cleanup.callback(tool.close)
+        self.cleanup.callback(self.postgres.stop)
+        return tool
+
+    def restart_postgres(self, archiving: dict[str, str]) -> None:
+        """Postgres restarted with `archiving`'s settings (archive_mode takes a restart), and
+        gunicorn with it, so that both conditions start from fresh workers and pools."""
+        self.stop_app()
+        self.postgres.stop()
+        self.postgres.archiving = archiving
+        self.postgres.start()
+        self.meter.track("postgres", self.postgres.process.pid)
+        self.start_app(self.database_url)
 
     def use_hosts_python(self, lower_layers: str) -> str:
         """From now on, gunicorn runs on the hosts' Python; returns its version."""
