@@ -13,7 +13,14 @@ import time
 
 from test_backups import create_post, run_ops
 from test_faults import deploy
-from test_pitr import ARCHIVE_TIMEOUT, DATABASE, drills, record_loss, restore_steps  # noqa: F401
+from test_pitr import (  # noqa: F401 (drills: the fixture)
+    ARCHIVE_TIMEOUT,
+    DATABASE,
+    drills,
+    record_loss,
+    restore_steps,
+    wait_for_a_write,
+)
 
 from support.load import WriteLoad
 
@@ -40,7 +47,7 @@ def test_a_replaced_db_host_gets_its_data_back_from_the_bucket(sandbox, member, 
         print(needed.group(0))
 
         restored = run_ops(sandbox, "restore.sh", INTO="live", CONFIRM=DATABASE)
-        time.sleep(3)  # writes succeed again
+        wait_for_a_write(load, load.clock())
     finally:
         load.stop()
     print(restored.stdout[restored.stdout.rfind("restore of stanza") :])
