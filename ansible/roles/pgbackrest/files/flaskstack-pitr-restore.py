@@ -196,7 +196,10 @@ def wait_until_promoted(port: int, host: str, alive, log_text, timeout: float = 
         if not alive():
             outcome = recovery_outcome(log_text())
             if "before configured recovery target was reached" in outcome:
-                outcome += " (the WAL up to the target is not all in the repository)"
+                outcome += (
+                    " (the target is later than the newest archived WAL, or a segment before it"
+                    " could not be read)"
+                )
             raise RestoreError(f"Postgres stopped during recovery: {outcome}")
         ready = (
             as_postgres(["/usr/bin/pg_isready", "-q", "-h", host, "-p", str(port)]).returncode == 0
