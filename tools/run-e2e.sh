@@ -24,7 +24,7 @@ case "$topology" in
     default_id=20
     tests=(tests/e2e/test_edge.py tests/e2e/test_user_flows.py tests/e2e/test_microcache.py
       tests/e2e/test_hardening.py tests/e2e/test_integrity.py tests/e2e/test_locks.py tests/e2e/test_operations.py tests/e2e/test_faults.py
-      tests/e2e/test_backups.py tests/e2e/test_pitr.py
+      tests/e2e/test_backups.py tests/e2e/test_pitr.py tests/e2e/test_backup_host.py
       tests/e2e/hostile/test_hostile_limits.py tests/e2e/hostile/test_hostile_edge.py
       tests/e2e/hostile/test_hostile_sessions.py tests/e2e/hostile/test_hostile_input.py
       tests/e2e/hostile/test_hostile_survival.py

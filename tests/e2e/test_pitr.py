@@ -1,16 +1,21 @@
-"""Point-in-time recovery off the host: WAL archiving and base backups with pgBackRest into the
-sandbox's S3 bucket (tools/sandbox/s3_server.py), encrypted, listed by `make backups`.
+"""Point-in-time recovery off the host: WAL archiving and base backups with pgBackRest into a
+repository on the sandbox's backup host (behind pgBackRest's TLS server) or, without one, its S3
+bucket (tools/sandbox/s3_server.py); encrypted, listed by `make backups`.
 
 Checked from outside, as an operator and an auditor would: what `make backups` says, what the
-bucket holds (read over its own S3 API), and how long a write takes to reach it.
+repository holds (read over SSH on the backup host, or the bucket's own S3 API), and how long a
+write takes to reach it.
 """
 
 from __future__ import annotations
 
+import base64
 import re
+import shlex
 import subprocess
 import time
 from collections import Counter
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -36,7 +41,8 @@ def drills(sandbox):
     table)."""
     table = FaultTable(DRILL_COLUMNS)
     yield table
-    table.report(sandbox, "Restore drills (pgBackRest, S3 bucket off the host)", mode="a")
+    where = "backup host" if sandbox.hosts_in("backup") else "S3 bucket off the host"
+    table.report(sandbox, f"Restore drills (pgBackRest, repository on the {where})", mode="a")
 
 
 def restore_steps(output: str) -> str:
@@ -49,32 +55,105 @@ def db_host(sandbox) -> dict:
     return sandbox.hosts_in("db")[0]
 
 
-def bucket_request(sandbox, path: str, *curl_args: str) -> bytes:
-    """A request to the bucket's S3 API over TLS, signed with the hosts' key, as pgBackRest's."""
-    secrets = Path(sandbox.spec["state_dir"]) / "secrets"
-    key = (secrets / "pgbackrest_s3_key").read_text().strip()
-    secret = (secrets / "pgbackrest_s3_key_secret").read_text().strip()
-    url = f"https://{sandbox.spec['s3_endpoint']}/{sandbox.spec['s3_bucket']}/{path}"
-    result = subprocess.run(
-        ["curl", "-fsS", "--cacert", sandbox.spec["acme_server_ca"],
-         "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", f"{key}:{secret}", *curl_args, url],
-        capture_output=True, timeout=60, check=True,
-    )  # fmt: skip
-    return result.stdout
+class BucketRepository:
+    """The repository in the sandbox's S3 bucket, read and written over its S3 API as pgBackRest
+    does (TLS, signed with the hosts' key)."""
+
+    where = "S3 bucket off the host"
+
+    def __init__(self, sandbox):
+        self.sandbox = sandbox
+        secrets = Path(sandbox.spec["state_dir"]) / "secrets"
+        self.user = ":".join(
+            (secrets / name).read_text().strip()
+            for name in ("pgbackrest_s3_key", "pgbackrest_s3_key_secret")
+        )
+
+    def request(self, path: str, *curl_args: str) -> bytes:
+        url = f"https://{self.sandbox.spec['s3_endpoint']}/{self.sandbox.spec['s3_bucket']}/{path}"
+        result = subprocess.run(
+            ["curl", "-fsS", "--cacert", self.sandbox.spec["acme_server_ca"],
+             "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", self.user, *curl_args, url],
+            capture_output=True, timeout=60, check=True,
+        )  # fmt: skip
+        return result.stdout
+
+    def keys(self, area: str) -> list[str]:
+        """Every file of the stanza's archive or backup area."""
+        prefix = f"{PREFIX}/{area}/{STANZA}/"
+        listing = self.request(f"?list-type=2&max-keys=1000&prefix={quote(prefix)}")
+        return re.findall(r"<Key>([^<]+)</Key>", listing.decode())
+
+    def head(self, key: str, size: int) -> bytes:
+        return self.request(key, "--range", f"0-{size - 1}")
+
+    @contextmanager
+    def damaged(self, key: str, scratch: Path):
+        """One byte of the file flipped (a failing disk, a buggy store), put back afterwards."""
+        original = self.request(key)
+        damaged = bytearray(original)
+        damaged[len(damaged) // 2] ^= 0xFF
+        for name, content in (("damaged", damaged), ("original", original)):
+            (scratch / name).write_bytes(content)
+        self.request(key, "--upload-file", str(scratch / "damaged"))
+        try:
+            yield
+        finally:
+            self.request(key, "--upload-file", str(scratch / "original"))
 
 
-def bucket_get(sandbox, path: str) -> bytes:
-    return bucket_request(sandbox, path)
+# Flips the middle byte of the file named by its argument, in place.
+FLIP_MIDDLE_BYTE = """
+import os, sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(os.path.getsize(sys.argv[1]) // 2)
+    byte = f.read(1)[0]
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte ^ 0xFF]))
+"""
 
 
-def bucket_put(sandbox, path: str, content: bytes, scratch: Path) -> None:
-    scratch.write_bytes(content)
-    bucket_request(sandbox, path, "--upload-file", str(scratch))
+class HostRepository:
+    """The repository on the backup host's disk (pgBackRest's TLS server in front), read and
+    written over SSH as root: what a person with a shell on that host could do to it."""
+
+    where = "backup host"
+    path = "/var/lib/pgbackrest"  # the role's default (pgbackrest_repository_path)
+
+    def __init__(self, sandbox, host: dict):
+        self.sandbox, self.host = sandbox, host
+
+    def keys(self, area: str) -> list[str]:
+        find = f"sudo find {self.path}/{area}/{STANZA} -type f"
+        return sorted(self.sandbox.ssh(self.host, find).stdout.split())
+
+    def head(self, key: str, size: int) -> bytes:
+        encoded = self.sandbox.ssh(self.host, f"sudo head -c {size:d} {key} | base64 -w0").stdout
+        return base64.b64decode(encoded)
+
+    @contextmanager
+    def damaged(self, key: str, scratch: Path):
+        """One byte of the file flipped in place; the original, kept outside the repository (where
+        pgBackRest would see it), is put back."""
+        original = "/root/flaskstack-damaged-original"
+        flip = shlex.join(["python3", "-c", FLIP_MIDDLE_BYTE, key])
+        self.sandbox.ssh(self.host, f"sudo cp -p {key} {original} && sudo {flip}")
+        try:
+            yield
+        finally:
+            self.sandbox.ssh(self.host, f"sudo mv -f {original} {key}")
 
 
-def bucket_keys(sandbox, prefix: str) -> list[str]:
-    listing = bucket_get(sandbox, f"?list-type=2&max-keys=1000&prefix={quote(prefix)}")
-    return re.findall(r"<Key>([^<]+)</Key>", listing.decode())
+@pytest.fixture(scope="module")
+def repository(sandbox):
+    backup_hosts = sandbox.hosts_in("backup")
+    return HostRepository(sandbox, backup_hosts[0]) if backup_hosts else BucketRepository(sandbox)
+
+
+@pytest.fixture(scope="module")
+def backup_runner(sandbox, db_host) -> dict:
+    """The host whose timers take the base backups: the backup host, or the db host."""
+    return (sandbox.hosts_in("backup") or [db_host])[0]
 
 
 def make_backups(sandbox) -> subprocess.CompletedProcess:
@@ -83,25 +162,29 @@ def make_backups(sandbox) -> subprocess.CompletedProcess:
     return result
 
 
-def test_the_first_deploy_took_a_full_backup_into_the_bucket(sandbox, db_host):
+def test_the_first_deploy_took_a_full_backup_into_the_repository(sandbox, db_host, repository):
     result = make_backups(sandbox)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert f"stanza {STANZA} (aes-256-cbc, from {db_host['name']}): ok" in result.stdout
     assert re.search(r"^  \d{8}-\d{6}F\s+full\s", result.stdout, re.M), result.stdout
     assert "recovery window: " in result.stdout
 
-    # The bucket holds the backup's files and the archive, all encrypted before they left the
-    # host: pgBackRest's aes-256-cbc files start with OpenSSL's "Salted__" header.
-    backups = bucket_keys(sandbox, f"{PREFIX}/backup/{STANZA}/")
-    wal = [key for key in bucket_keys(sandbox, f"{PREFIX}/archive/{STANZA}/") if "-" in key]
+    # The repository holds the backup's files and the archive, all encrypted at rest: pgBackRest's
+    # aes-256-cbc files start with OpenSSL's "Salted__" header.
+    backups = repository.keys("backup")
+    wal = [key for key in repository.keys("archive") if "-" in key.rsplit("/", 1)[-1]]
     assert any(key.endswith("/backup.manifest") for key in backups), backups[:20]
-    assert wal, "no WAL segment in the bucket"
-    for key in (f"{PREFIX}/backup/{STANZA}/backup.info", wal[-1]):
-        assert bucket_get(sandbox, key).startswith(b"Salted__"), key
-    print(f"bucket: {len(backups)} backup objects, {len(wal)} WAL segments, all encrypted")
+    assert wal, "no WAL segment in the repository"
+    info = next(key for key in backups if key.endswith(f"{STANZA}/backup.info"))
+    for key in (info, wal[-1]):
+        assert repository.head(key, 8) == b"Salted__", key
+    print(f"{repository.where}: {len(backups)} backup files, {len(wal)} WAL segments, "
+          "all encrypted")  # fmt: skip
 
 
-def test_a_write_reaches_the_bucket_within_the_archive_timeout(sandbox, db_host, member):
+def test_a_write_reaches_the_repository_within_the_archive_timeout(
+    sandbox, db_host, member, repository
+):
     """The RPO of losing the db host: how long an acknowledged write lives only on its disk.
     Right after Postgres starts, too: its checkpointer, which forces the switch, would otherwise
     sleep until the first timed checkpoint (five minutes)."""
@@ -121,25 +204,27 @@ def test_a_write_reaches_the_bucket_within_the_archive_timeout(sandbox, db_host,
             break
         time.sleep(1)
     assert archived is not None, f"segment {segment} (post {post_id}) not archived in time"
-    assert any(
-        key.split("/")[-1].startswith(segment)
-        for key in bucket_keys(sandbox, f"{PREFIX}/archive/{STANZA}/")
-    ), f"segment {segment} is not in the bucket"
-    print(f"post {post_id}: its WAL segment {segment} was in the bucket {archived:.0f} s later "
+    assert any(key.split("/")[-1].startswith(segment) for key in repository.keys("archive")), (
+        f"segment {segment} is not in the repository"
+    )
+    print(f"post {post_id}: its WAL segment {segment} was in the repository {archived:.0f} s later "
           f"(archive_timeout {ARCHIVE_TIMEOUT} s)")  # fmt: skip
 
 
-def test_the_backup_timers_are_enabled_and_both_backups_run_even_when_due_at_once(sandbox, db_host):
+def test_the_backup_timers_are_enabled_and_both_backups_run_even_when_due_at_once(
+    sandbox, backup_runner
+):
     """As after a host was off when both timers fired (both Persistent): the two units started
     together both succeed, the differential after the full one (it would fail on its lock)."""
-    timers = sandbox.ssh(db_host, "systemctl is-enabled flaskstack-pgbackrest-full.timer "
-                                  "flaskstack-pgbackrest-diff.timer")  # fmt: skip
+    timers = sandbox.ssh(backup_runner, "systemctl is-enabled flaskstack-pgbackrest-full.timer "
+                                        "flaskstack-pgbackrest-diff.timer")  # fmt: skip
     assert timers.stdout.split() == ["enabled", "enabled"]
     units = [f"flaskstack-pgbackrest-backup@{kind}.service" for kind in ("full", "diff")]
-    started = sandbox.ssh(db_host, f"sudo systemctl start {' '.join(units)}", check=False)
+    started = sandbox.ssh(backup_runner, f"sudo systemctl start {' '.join(units)}", check=False)
     assert started.returncode == 0, started.stderr
     for unit in units:
-        result = sandbox.ssh(db_host, f"systemctl show -p Result --value {unit}").stdout.strip()
+        show = f"systemctl show -p Result --value {unit}"
+        result = sandbox.ssh(backup_runner, show).stdout.strip()
         assert result == "success", unit
     result = make_backups(sandbox)
     assert result.returncode == 0
@@ -211,36 +296,33 @@ def test_the_backups_figures_are_written_for_node_exporter(sandbox, db_host):
     assert samples[f"archiver_failed_total{{{stanza}}}"] == 0
 
 
-def test_a_damaged_repository_is_refused_and_fails_the_weekly_check(sandbox, db_host, tmp_path):
-    """One WAL segment corrupted in the bucket (a byte flipped, as a failing disk or a buggy
+def test_a_damaged_repository_is_refused_and_fails_the_weekly_check(
+    sandbox, db_host, repository, tmp_path
+):
+    """One WAL segment corrupted in the repository (a byte flipped, as a failing disk or a buggy
     store would): pgbackrest verify names it, `make restore` refuses both a scratch and a live
     restore and changes nothing, and the weekly check's unit fails. Then the segment is put back."""
     segment_name = re.compile(r"/[0-9A-F]{24}-[0-9a-f]{40}\.zst$")
-    wal = [key for key in bucket_keys(sandbox, f"{PREFIX}/archive/{STANZA}/")
-           if segment_name.search(key)]  # fmt: skip
+    wal = [key for key in repository.keys("archive") if segment_name.search(key)]
     victim = max(wal, key=lambda key: key.rsplit("/", 1)[-1])  # the newest segment
-    original = bucket_get(sandbox, victim)
-    damaged = bytearray(original)
-    damaged[len(damaged) // 2] ^= 0xFF
-    bucket_put(sandbox, victim, bytes(damaged), tmp_path / "damaged")
+    segment = victim.rsplit("/", 1)[-1]
+    unit = "flaskstack-pitr-check.service"
     try:
-        segment = victim.rsplit("/", 1)[-1]
-        for into in ("scratch", "live"):
-            result = run_ops(sandbox, "restore.sh", INTO=into, CONFIRM=DATABASE)
-            said = result.stdout + result.stderr
-            assert result.returncode != 0, said[-3000:]
-            assert "pgbackrest verify found a damaged repository, nothing was restored" in said
-            assert segment in said, said[-3000:]
-        # The live cluster was not touched: the site serves, archiving goes on.
-        assert sandbox.curl("-o", "/dev/null", "-w", "%{http_code}",
-                            f"{sandbox.url}/").stdout == "200"  # fmt: skip
-        unit = "flaskstack-pitr-check.service"
-        check = sandbox.ssh(db_host, f"sudo systemctl start {unit}", check=False)
-        assert check.returncode != 0
-        assert sandbox.ssh(db_host, f"systemctl is-failed {unit}").stdout.strip() == "failed"
+        with repository.damaged(victim, tmp_path):
+            for into in ("scratch", "live"):
+                result = run_ops(sandbox, "restore.sh", INTO=into, CONFIRM=DATABASE)
+                said = result.stdout + result.stderr
+                assert result.returncode != 0, said[-3000:]
+                assert "pgbackrest verify found a damaged repository, nothing was restored" in said
+                assert segment in said, said[-3000:]
+            # The live cluster was not touched: the site serves, archiving goes on.
+            assert sandbox.curl("-o", "/dev/null", "-w", "%{http_code}",
+                                f"{sandbox.url}/").stdout == "200"  # fmt: skip
+            check = sandbox.ssh(db_host, f"sudo systemctl start {unit}", check=False)
+            assert check.returncode != 0
+            assert sandbox.ssh(db_host, f"systemctl is-failed {unit}").stdout.strip() == "failed"
     finally:
-        bucket_put(sandbox, victim, original, tmp_path / "original")
-        sandbox.ssh(db_host, "sudo systemctl reset-failed flaskstack-pitr-check.service")
+        sandbox.ssh(db_host, f"sudo systemctl reset-failed {unit}")
     print(f"damaged {segment}: refused by make restore (scratch and live), weekly check failed")
 
 
@@ -255,7 +337,7 @@ def test_a_time_without_its_zone_or_a_wrong_confirmation_changes_nothing(sandbox
     )
 
 
-def test_a_lost_disk_is_restored_from_the_bucket_within_the_archive_timeout(
+def test_a_lost_disk_is_restored_from_the_repository_within_the_archive_timeout(
     sandbox, db_host, member, drills
 ):
     """Under a write load the db host loses its data directory (the cluster killed, the directory

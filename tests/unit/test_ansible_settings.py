@@ -118,6 +118,26 @@ def test_a_single_host_gets_the_shared_defaults(tmp_path):
     assert web1["edge"]["certificates"] == ["example.test-ecdsa", "example.test-rsa"]
 
 
+def test_a_backup_host_and_the_db_host_open_pgbackrest_to_each_other_only(tmp_path):
+    inventory = write_inventory(
+        tmp_path,
+        {group: ["web1"] for group in ("edge", "app", "db", "cache")} | {"backup": ["vault1"]},
+        {"web1": {"ansible_host": "203.0.113.20"}, "vault1": {"ansible_host": "203.0.113.30"}},
+        SITE | SECRETS,
+    )
+    run = run_playbook("settings.yml", inventory)
+    assert run.returncode == 0, run.stderr
+    shown = run.task_results(SHOW)
+    pgbackrest = {"name": "pgbackrest", "port": SHARED["pgbackrest_tls_port"]}
+    assert shown["web1"]["msg"]["firewall"]["private_tcp"] == [
+        pgbackrest | {"sources": ["203.0.113.30"]}
+    ]
+    assert shown["vault1"]["msg"]["firewall"]["private_tcp"] == [
+        pgbackrest | {"sources": ["203.0.113.20"]}
+    ]
+    assert shown["vault1"]["msg"]["firewall"]["public_tcp"] == [22]
+
+
 def test_a_wrong_setting_stops_before_any_task_naming_it(tmp_path):
     # One host per mistake: a wrong type and a wrong choice in its host_vars, a missing setting.
     wrong = {

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-GROUPS = ("edge", "app", "db", "cache")
+GROUPS = ("edge", "app", "db", "cache", "backup")
 
 
 def read_hosts(lines: list[str]) -> list[dict]:

@@ -92,7 +92,8 @@ usage() {
 # One "name:group,group" line per host; addresses are .11, .12, … in this order.
 topology_hosts() {
   case "$1" in
-    single) echo "host1:edge,app,db,cache" ;;
+    # The backup host keeps the pgBackRest repository (its TLS server); multi backs up to S3.
+    single) printf '%s\n' "host1:edge,app,db,cache" "backup1:backup" ;;
     multi) printf '%s\n' "edge1:edge" "app1:app" "app2:app" "data1:db,cache" ;;
     *) die "unknown topology '$1' (expected: single or multi)" ;;
   esac
@@ -808,7 +809,7 @@ print(next(h["ip"] for h in json.load(open(sys.argv[1]))["hosts"] if "edge" in h
   echo "Sandbox ${SANDBOX_ID} ($(cat "$RUNTIME_DIR/topology")): https://${DOMAIN}/"
   while IFS= read -r line; do
     name="${line%%:*}"
-    printf '  %-6s %-14s %s\n' "$name" "$(host_ip "$name")" "${line#*:}"
+    printf '  %-8s %-14s %s\n' "$name" "$(host_ip "$name")" "${line#*:}"
   done <"${RUNTIME_DIR}/hosts.list"
   echo "  reach it:  curl --resolve ${DOMAIN}:443:${edge_ip} --cacert ${ACME_ROOT}" \
     "https://${DOMAIN}/"
@@ -919,7 +920,7 @@ cmd_status() {
     dir="$(host_dir "$name")"
     state="stopped"
     if host_running "$name"; then state="running (nspawn PID $(cat "$dir/pid"))"; fi
-    printf '  %-6s %-14s %-18s %s\n' "$name" "$(host_ip "$name")" "$(host_groups "$name")" "$state"
+    printf '  %-8s %-14s %-18s %s\n' "$name" "$(host_ip "$name")" "$(host_groups "$name")" "$state"
   done
   for name in pebble challtestsrv; do
     if acme_running "$name"; then
