@@ -628,6 +628,9 @@ stop_host() {
   # A clean shutdown takes ~2 s; services such as Postgres may need longer to stop.
   stop_pid "$(recorded_pid "$dir/pid")" "--machine=$(machine_name "$name") " 30
   rm -f "$dir/pid"
+  # Killing nspawn leaves the container's processes running: a host still stopping after the
+  # wait (Postgres archiving to a backup host that is already gone) loses its power instead.
+  kill_cgroup "$(host_cgroup "$name")"
   remove_cgroup "$(host_cgroup "$name")"
   harvest_apt_archives "$dir"
 }
