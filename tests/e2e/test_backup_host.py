@@ -9,10 +9,17 @@ it are test_pitr.py's.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
+import time
 
 import pytest
+from test_backups import create_post, run_ops
+from test_faults import deploy
+from test_pitr import stored_comments
+
+from support.load import WriteLoad
 
 TLS_PORT = 8432  # roles/flaskstack's pgbackrest_tls_port
 
@@ -95,3 +102,31 @@ def test_the_backups_run_on_the_backup_host_as_its_own_user(sandbox, backup_host
     grep = "sudo grep -c cipher-pass /etc/pgbackrest/pgbackrest.conf"
     assert sandbox.ssh(db_host, grep, check=False).stdout.strip() == "0"
     assert sandbox.ssh(backup_host, grep).stdout.strip() == "1"
+
+
+def test_a_lost_backup_host_costs_no_write_and_a_deploy_starts_a_new_repository(
+    sandbox, backup_host, db_host, member
+):
+    """The backup host's power cut and its disk thrown away under the write load: the site goes
+    on (Postgres queues its WAL), and `make deploy` onto the empty host in its place starts a
+    new repository with a full backup, into which the queued WAL goes. The history before is
+    lost with the old disk: the README says so."""
+    post_id = create_post(sandbox, member, "While the backup host was away")
+    with WriteLoad(sandbox.url, member.api, post_id) as load:
+        sandbox.cli("replace", backup_host["name"])
+        time.sleep(10)
+    print(f"load while the backup host was lost: {load.summary()}")
+    assert load.failures() == {}
+    assert load.missing_from(stored_comments(sandbox, db_host, post_id)) == []
+
+    started = time.monotonic()
+    deployed = deploy(sandbox)
+    assert deployed.returncode == 0, deployed.stdout[-4000:] + deployed.stderr[-2000:]
+    print(f"make deploy onto the new backup host: {time.monotonic() - started:.0f} s")
+    listing = run_ops(sandbox, "backups.sh")
+    print(listing.stdout)
+    assert listing.returncode == 0, listing.stdout[-3000:] + listing.stderr[-2000:]
+    assert len(re.findall(r"^  \d{8}-\d{6}F\s+full\s", listing.stdout, re.M)) == 1
+    # The new repository is encrypted like the old one, and WAL reaches it again.
+    assert "(aes-256-cbc, from" in listing.stdout
+    assert "newest archived WAL: " in listing.stdout
