@@ -1,5 +1,7 @@
-# flaskstack: the app image (default target), the certbot image (target "certbot") and the
-# scheduler image (target "scheduler": the app image with systemd's calendar parser).
+# flaskstack: the app image (default target), the certbot image (target "certbot"), the
+# scheduler image (target "scheduler": the app image with systemd's calendar parser) and the
+# Postgres image (target "postgres": the official one with pgBackRest, for WAL archiving and
+# backups).
 #
 #   docker compose build            # what docker-compose.yml does
 #   docker build -t flaskstack-app .
@@ -10,6 +12,7 @@
 # users).
 
 ARG PYTHON_IMAGE=python:3.13-slim-trixie
+ARG POSTGRES_IMAGE=postgres:17
 # The app in the image: a directory of the build context with its flaskstack.toml at the top
 # (docs/app-contract.md). Default: this repository's blog; `make compose-app APP=…` puts another
 # app's release at .build/compose/app.
@@ -128,6 +131,19 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=1 \
     CMD ["deploy/docker-entrypoint.sh", "scheduler-check"]
 ENTRYPOINT ["deploy/docker-entrypoint.sh"]
 CMD ["scheduler"]
+
+# ---------------------------------------------------------------------------------------------
+# Postgres with pgBackRest (the base image's distribution's package): the postgres service
+# archives its WAL with it, the pgbackrest service takes the base backups and restores
+# (deploy/compose/pgbackrest.py, which needs python3). The directories are the postgres user's
+# (the repository's named volume takes this ownership when it is first created).
+FROM ${POSTGRES_IMAGE} AS postgres
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends pgbackrest python3 \
+    && rm -rf /var/lib/apt/lists/* \
+    && install -d -o postgres -g postgres -m 0750 /var/lib/pgbackrest /var/spool/pgbackrest
+COPY --chmod=0755 deploy/compose/pgbackrest.py /usr/local/bin/flaskstack-pgbackrest
 
 # The default target (`docker build .`): the app image.
 FROM app

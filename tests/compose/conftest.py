@@ -55,7 +55,7 @@ class Stack:
     def ca_cert(self) -> str:
         return str(self.work / "pebble-root.pem")
 
-    def compose(self, *args: str, check: bool = True, timeout: int = 120):
+    def compose(self, *args: str, check: bool = True, timeout: int = 120, input: str | None = None):
         argv = [
             self.docker, "compose", "--project-name", self.project,
             "--project-directory", str(ROOT),
@@ -63,7 +63,9 @@ class Stack:
             "--file", str(ROOT / "tests" / "compose" / "compose.test.yml"),
             "--env-file", str(self.env_file), *args,
         ]  # fmt: skip
-        return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout)
+        return subprocess.run(
+            argv, capture_output=True, text=True, check=check, timeout=timeout, input=input
+        )
 
     def inspect(self, service: str) -> dict:
         container = self.compose("ps", "--quiet", service).stdout.strip()

@@ -251,6 +251,7 @@ SECRET_KEY=$(secret)$(secret)
 POSTGRES_PASSWORD=$(secret)
 APP_DB_PASSWORD=$(secret)
 REDIS_PASSWORD=$(secret)
+BACKUP_CIPHER_PASS=$(secret)$(secret)
 HTTP_PORT=$HTTP_PUBLISH
 HTTPS_PORT=$HTTPS_PUBLISH
 FRONTEND_SUBNET=$FRONTEND_SUBNET
@@ -379,8 +380,10 @@ stage "checks from the host (pytest tests/compose)"
 export COMPOSE_TEST_ENV_FILE="$work/.env" COMPOSE_TEST_PROJECT="$PROJECT"
 export COMPOSE_TEST_HTTPS="$HTTPS_PUBLISH" COMPOSE_TEST_WORK="$work"
 export COMPOSE_TEST_DOCKER="$docker"
-if ! "$python" -m pytest -p no:cacheprovider -v --rootdir "$repo" tests/compose; then
-  compose logs --no-color --tail 40 nginx certbot app
+# The backups' drill last: it stops the stack and starts it again.
+if ! "$python" -m pytest -p no:cacheprovider -v -rP --rootdir "$repo" tests/compose/test_stack.py \
+  tests/compose/test_backups.py; then
+  compose logs --no-color --tail 40 nginx certbot app postgres pgbackrest
   exit 1
 fi
 

@@ -120,7 +120,7 @@ def test_fingerprinted_static_files_come_precompressed_from_nginx(stack, browser
 
 
 def test_containers_run_as_non_root_users(stack):
-    for service in ("app", "worker", "scheduler", "certbot"):
+    for service in ("app", "worker", "scheduler", "certbot", "pgbackrest"):
         uid = stack.compose("exec", "-T", service, "id", "-u").stdout.strip()
         assert uid not in ("", "0"), service
     assert stack.inspect("app")["Config"]["User"] == "10001:10001"
@@ -134,7 +134,9 @@ def test_only_nginx_publishes_ports(stack):
     }
     assert publishing == {"nginx"}
     running = {s["Service"] for s in services}
-    assert running >= {"nginx", "app", "worker", "scheduler", "certbot", "redis", "postgres"}
+    assert running >= {
+        "nginx", "app", "worker", "scheduler", "certbot", "redis", "postgres", "pgbackrest"
+    }  # fmt: skip
 
 
 def test_the_scheduler_runs_the_apps_jobs_at_their_calendar_times(stack):
@@ -170,7 +172,7 @@ def test_env_template_filled_in_is_a_valid_compose_configuration(stack, tmp_path
     filled = {
         "SECRET_KEY": secrets.token_hex(32), "POSTGRES_PASSWORD": secrets.token_hex(16),
         "APP_DB_PASSWORD": secrets.token_hex(16), "REDIS_PASSWORD": secrets.token_hex(16),
-        "SITE_HOST": "example.org",
+        "SITE_HOST": "example.org", "BACKUP_CIPHER_PASS": secrets.token_hex(32),
     }  # fmt: skip
     lines = (ROOT / ".env-template").read_text().splitlines()
     env = tmp_path / ".env"
@@ -193,6 +195,35 @@ def test_env_template_filled_in_is_a_valid_compose_configuration(stack, tmp_path
     )
     assert app["SITE_URL"] == "https://example.org"
     assert app["FORWARDED_ALLOW_IPS"] == "172.31.232.0/24"
+    postgres = json.loads(result.stdout)["services"]["postgres"]["environment"]
+    assert postgres["PGBACKREST_REPO1_CIPHER_PASS"] == filled["BACKUP_CIPHER_PASS"]
+
+
+def test_the_s3_repository_file_moves_the_repository_into_a_bucket(stack, tmp_path):
+    """deploy/compose/pgbackrest-s3.yml over docker-compose.yml: pgBackRest's repository in the
+    bucket for Postgres and the pgbackrest service, which alone get a way out."""
+    env = tmp_path / ".env"
+    env.write_text(
+        stack.env_file.read_text()
+        + "BACKUP_S3_BUCKET=backups\nBACKUP_S3_KEY=key\nBACKUP_S3_KEY_SECRET=secret\n"
+    )
+    result = subprocess.run(
+        [stack.docker, "compose", "--project-directory", str(ROOT),
+         "--file", str(ROOT / "docker-compose.yml"),
+         "--file", str(ROOT / "deploy" / "compose" / "pgbackrest-s3.yml"),
+         "--env-file", str(env), "config", "--format", "json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    for service in ("postgres", "pgbackrest"):
+        environment = config["services"][service]["environment"]
+        assert environment["PGBACKREST_REPO1_TYPE"] == "s3"
+        assert environment["PGBACKREST_REPO1_S3_BUCKET"] == "backups"
+        assert environment["PGBACKREST_REPO1_CIPHER_TYPE"] == "aes-256-cbc"
+        assert set(config["services"][service]["networks"]) == {"backend", "backup-egress"}
+    assert "backup-egress" not in config["services"]["app"]["networks"]
+    assert config["networks"]["backend"]["internal"] is True
 
 
 def test_local_mode_issues_both_certificates_from_a_kept_local_ca(stack, tmp_path):

@@ -115,8 +115,9 @@ def interpolations(text: str) -> list[tuple[str, str | None]]:
     return found
 
 
-def compose_reads() -> set[str]:
-    return {name for text in _strings(compose_file()) for name, _ in interpolations(text)}
+def compose_reads(path: Path = COMPOSE) -> set[str]:
+    document = yaml.safe_load(path.read_text())
+    return {name for text in _strings(document) for name, _ in interpolations(text)}
 
 
 READERS = {
@@ -124,6 +125,9 @@ READERS = {
     "deploy/gunicorn.conf.py": lambda: python_reads(ROOT / "deploy/gunicorn.conf.py"),
     "deploy/docker-entrypoint.sh": lambda: shell_reads(ROOT / "deploy/docker-entrypoint.sh"),
     "docker-compose.yml": compose_reads,
+    "deploy/compose/pgbackrest-s3.yml": lambda: compose_reads(
+        ROOT / "deploy/compose/pgbackrest-s3.yml"
+    ),
 }
 
 
