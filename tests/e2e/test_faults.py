@@ -40,6 +40,11 @@ UNITS = {
     "app": ["flaskstack-web.socket", "flaskstack-web.service", "flaskstack-worker.service"],
     "db": ["postgresql.service"],
     "cache": ["redis-server.service"],
+    "backup": [
+        "flaskstack-pgbackrest-server.service",
+        "flaskstack-pgbackrest-full.timer",
+        "flaskstack-pgbackrest-diff.timer",
+    ],
 }
 
 
