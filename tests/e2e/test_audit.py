@@ -18,13 +18,15 @@ ROOT = Path(__file__).resolve().parents[2]
 UNITS_BY_GROUP = {
     "edge": {"nginx.service", "flaskstack-cert-renewal.service", "flaskstack-cert-expiry.service"},
     "app": {"flaskstack-web.service", "flaskstack-worker.service"},
-    "db": {
-        "postgresql@17-main.service",
-        "flaskstack-backup.service",
-        "flaskstack-pgbackrest-backup@full.service",
-        "flaskstack-pgbackrest-backup@diff.service",
-    },
+    "db": {"postgresql@17-main.service", "flaskstack-backup.service"},
     "cache": {"redis-server.service"},
+    "backup": {"flaskstack-pgbackrest-server.service"},
+}
+# pgBackRest's base backups run on the backup host, or on the db host when there is none; with a
+# backup host, the db host runs a TLS server of its own for it.
+BASE_BACKUPS = {
+    "flaskstack-pgbackrest-backup@full.service",
+    "flaskstack-pgbackrest-backup@diff.service",
 }
 EVERY_HOST = {"flaskstack-integrity.service", "flaskstack-integrity-baseline.service"}
 
@@ -48,9 +50,14 @@ def test_every_host_passes_lynis_ssh_audit_and_systemd_analyze(sandbox):
     summary = json.loads((ROOT / ".build" / "audit" / slug / "summary.json").read_text())
     assert summary["min_index"] == 80 and summary["max_exposure"] == 2.5
     assert set(summary["hosts"]) == {host["name"] for host in sandbox.hosts}
+    backup_hosts = sandbox.hosts_in("backup")
     for host in sandbox.hosts:
         audit = summary["hosts"][host["name"]]
         expected = EVERY_HOST.union(*(UNITS_BY_GROUP[group] for group in host["groups"]))
+        if "backup" in host["groups"] or ("db" in host["groups"] and not backup_hosts):
+            expected |= BASE_BACKUPS
+        if "db" in host["groups"] and backup_hosts:
+            expected.add("flaskstack-pgbackrest-server.service")
         if "app" in host["groups"] and not declares_worker(sandbox, host):
             expected.discard("flaskstack-worker.service")  # the second app (test_second_app.py)
         assert expected <= set(audit["units"]), (host["name"], sorted(audit["units"]))
