@@ -74,9 +74,11 @@ def test_a_lost_data_volume_is_restored_to_a_point_in_time(stack, browser):
     # The disk is lost: Postgres and everything that uses it stop, its volume is gone.
     lost = time.monotonic()
     stack.compose("stop", "app", "worker", "scheduler", "release", "pgbackrest", "postgres")
-    stack.compose("rm", "--force", "postgres")
+    # (The stopped containers that mount the volume go first, or Docker keeps it.)
+    stack.compose("rm", "--force", "postgres", "pgbackrest")
     volume = f"{stack.project}_postgres-data"
-    subprocess.run([stack.docker, "volume", "rm", volume], check=True, capture_output=True)
+    removed = subprocess.run([stack.docker, "volume", "rm", volume], capture_output=True, text=True)
+    assert removed.returncode == 0, removed.stderr
 
     # The README's restore, then the stack started again.
     restore = stack.compose(
