@@ -90,6 +90,10 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}i)s "
 
 proc_name = "flaskstack-web"
 
+# No control socket (gunicornc): systemd and Compose manage the server, and its default place, a
+# directory in the user's home, is read-only here (the server logged an error at every start).
+control_socket_disable = True
+
 
 def on_starting(server):
     """Run the app's configuration check (flaskstack.toml's `check`) once in the master: a bad
