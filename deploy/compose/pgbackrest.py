@@ -149,8 +149,8 @@ def verify() -> None:
 def restore(args: argparse.Namespace) -> int:
     if postgres_answers() or (PGDATA / "postmaster.pid").exists():
         raise SystemExit(
-            "Postgres is running (or did not stop cleanly): stop it first, with the services "
-            "that use it (docker compose stop app worker scheduler release pgbackrest postgres)"
+            "Postgres is running (or did not stop cleanly): stop it first "
+            "(docker compose stop pgbackrest postgres)"
         )
     verify()
     target = []
