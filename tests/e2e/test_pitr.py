@@ -41,8 +41,8 @@ def drills(sandbox):
     table)."""
     table = FaultTable(DRILL_COLUMNS)
     yield table
-    where = "backup host" if sandbox.hosts_in("backup") else "S3 bucket off the host"
-    table.report(sandbox, f"Restore drills (pgBackRest, repository on the {where})", mode="a")
+    where = "on the backup host" if sandbox.hosts_in("backup") else "in the S3 bucket"
+    table.report(sandbox, f"Restore drills (pgBackRest, repository {where})", mode="a")
 
 
 def restore_steps(output: str) -> str:
