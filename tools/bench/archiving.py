@@ -73,6 +73,8 @@ class PgBackRest:
         config.read_string(
             render(
                 "pgbackrest.conf.j2",
+                # The bucket's configuration (encrypted on the db host), its repository moved below.
+                pgbackrest_repository_type="s3",
                 pgbackrest_cipher_pass=secrets.token_hex(32),
                 pgbackrest_data_directory=self.postgres.data,
                 postgres_port=self.postgres.port,
