@@ -37,6 +37,7 @@ case "$topology" in
       tests/e2e/test_edge.py tests/e2e/test_user_flows.py tests/e2e/test_hardening.py
       tests/e2e/multi/test_private_services.py tests/e2e/multi/test_sessions.py
       tests/e2e/multi/test_scheduled_jobs.py
+      tests/e2e/test_pitr.py::test_the_first_deploy_took_a_full_backup_into_the_repository
       tests/e2e/multi/test_failover.py tests/e2e/multi/test_replaced_db_host.py
       tests/e2e/multi/test_second_app.py
       tests/e2e/test_scans.py tests/e2e/test_audit.py)
