@@ -78,8 +78,11 @@ class BucketRepository:
         )  # fmt: skip
         return result.stdout
 
+    def key(self, area: str, name: str) -> str:
+        return f"{PREFIX}/{area}/{STANZA}/{name}"
+
     def keys(self, area: str) -> list[str]:
-        """Every file of the stanza's archive or backup area."""
+        """The files of the stanza's archive or backup area (the first 1000, in key order)."""
         prefix = f"{PREFIX}/{area}/{STANZA}/"
         listing = self.request(f"?list-type=2&max-keys=1000&prefix={quote(prefix)}")
         return re.findall(r"<Key>([^<]+)</Key>", listing.decode())
@@ -122,6 +125,9 @@ class HostRepository:
 
     def __init__(self, sandbox, host: dict):
         self.sandbox, self.host = sandbox, host
+
+    def key(self, area: str, name: str) -> str:
+        return f"{self.path}/{area}/{STANZA}/{name}"
 
     def keys(self, area: str) -> list[str]:
         find = f"sudo find {self.path}/{area}/{STANZA} -type f"
@@ -175,8 +181,7 @@ def test_the_first_deploy_took_a_full_backup_into_the_repository(sandbox, db_hos
     wal = [key for key in repository.keys("archive") if "-" in key.rsplit("/", 1)[-1]]
     assert any(key.endswith("/backup.manifest") for key in backups), backups[:20]
     assert wal, "no WAL segment in the repository"
-    info = next(key for key in backups if key.endswith(f"{STANZA}/backup.info"))
-    for key in (info, wal[-1]):
+    for key in (repository.key("backup", "backup.info"), wal[-1]):
         assert repository.head(key, 8) == b"Salted__", key
     print(f"{repository.where}: {len(backups)} backup files, {len(wal)} WAL segments, "
           "all encrypted")  # fmt: skip
