@@ -93,7 +93,7 @@ WORKDIR /srv/flaskstack
 # can read its code but not change it.
 COPY --from=source /app/ ./
 COPY deploy/gunicorn.conf.py deploy/manifest.py deploy/docker-entrypoint.sh \
-    deploy/wait-for-services.py deploy/scheduler.py deploy/
+    deploy/wait-for-services.py deploy/scheduler.py deploy/metrics.py deploy/
 # The app's build (the blog fingerprints and precompresses its static files), and bytecode: the
 # code is read-only at run time, so nothing is compiled on the first request. /srv/static is
 # where `docker-entrypoint.sh release` publishes the static files for nginx (a named volume in

@@ -85,7 +85,8 @@ for package in gunicorn python-dotenv; do
     die "the app's requirements.txt does not pin $package, which the stack runs it with"
 done
 [[ ! -e "$tree/deploy" ]] || die "the app's files include deploy/, which is the stack's in a release"
-copy_tracked "$repo_dir" deploy/gunicorn.conf.py deploy/manifest.py deploy/venv.sh requirements-pip.txt
+copy_tracked "$repo_dir" deploy/gunicorn.conf.py deploy/manifest.py deploy/metrics.py deploy/venv.sh \
+  requirements-pip.txt
 mv "$tree/requirements-pip.txt" "$tree/deploy/requirements-pip.txt"
 
 # The app's build step, if it declares one, in the release's tree with PYTHON's bin/ first on PATH.

@@ -12,6 +12,10 @@
 #   release   once per deployment, before the new code takes traffic: database migrations
 #             (`migrate`), then the static files (`static`, linked as deploy/static) copied to
 #             /srv/static for nginx (a shared volume)
+#   metrics   the app's Prometheus metrics on :9200 (deploy/metrics.py: what gunicorn's workers
+#             count in PROMETHEUS_MULTIPROC_DIR, and the app's own collector); an app whose lock
+#             lacks prometheus-client leaves the container idle
+#   metrics-check  its healthcheck (idle: healthy)
 #   anything else runs as given, e.g. `flask --app app create-admin NAME EMAIL`
 #
 # Every role first waits until the hosts of DATABASE_URL and REDIS_URL accept connections, with
@@ -23,6 +27,7 @@ set -euo pipefail
 
 readonly STATIC_SOURCE=/srv/flaskstack/deploy/static
 readonly STATIC_TARGET=/srv/static
+readonly METRICS_LISTEN_PORT=9200
 
 wait_for_services() {
   python deploy/wait-for-services.py "${WAIT_FOR_SERVICES_TIMEOUT:-}"
@@ -31,6 +36,17 @@ wait_for_services() {
 migrate() {
   echo "flaskstack: upgrading the database schema"
   python deploy/manifest.py run migrate
+}
+
+idle() {
+  # As PID 1, sleep would ignore the SIGTERM of a stop: bash waits and answers it.
+  trap 'exit 0' TERM INT
+  sleep infinity &
+  wait
+}
+
+has_metrics_client() {
+  python -c 'import prometheus_client' 2>/dev/null
 }
 
 publish_static() {
@@ -52,10 +68,7 @@ case "$role" in
   worker)
     if [[ -z "$(python deploy/manifest.py get worker)" ]]; then
       echo "flaskstack: the app declares no worker; this container stays idle"
-      # As PID 1, sleep would ignore the SIGTERM of a stop: bash waits and answers it.
-      trap 'exit 0' TERM INT
-      sleep infinity &
-      wait
+      idle
     fi
     wait_for_services
     exec python deploy/manifest.py run worker
@@ -69,6 +82,18 @@ case "$role" in
     ;;
   scheduler-check)
     exec python deploy/scheduler.py check
+    ;;
+  metrics)
+    # No wait for Postgres and Redis: the metrics answer without them.
+    if ! has_metrics_client; then
+      echo "flaskstack: the app's lock lacks prometheus-client: no metrics; this container stays idle"
+      idle
+    fi
+    exec python deploy/metrics.py --bind "0.0.0.0:$METRICS_LISTEN_PORT"
+    ;;
+  metrics-check)
+    has_metrics_client || exit 0
+    exec python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$METRICS_LISTEN_PORT/metrics', timeout=8)"
     ;;
   release)
     wait_for_services

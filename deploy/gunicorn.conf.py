@@ -3,13 +3,16 @@
 Run as `gunicorn -c deploy/gunicorn.conf.py` from the release directory (or the app's): the app's
 flaskstack.toml there names its WSGI entry point and its configuration check. Under systemd socket
 activation gunicorn finds the inherited socket through LISTEN_FDS and ignores `bind`, so
-restarts never refuse a connection: systemd keeps accepting while workers are replaced.
+restarts never refuse a connection: systemd keeps accepting while workers are replaced. With
+PROMETHEUS_MULTIPROC_DIR set, its hooks count every request for deploy/metrics.py to serve.
 """
 
+import glob
 import importlib
 import importlib.util
 import os
 import sys
+import time
 
 from dotenv import load_dotenv
 
@@ -95,9 +98,106 @@ proc_name = "flaskstack-web"
 control_socket_disable = True
 
 
+# ---- request metrics (Prometheus) --------------------------------------------------------------
+# Rate, errors and duration of requests by endpoint, counted in gunicorn's own hooks below, so any
+# app is measured without its cooperation. prometheus_client's multiprocess mode: each worker
+# writes its counts to files of its own in PROMETHEUS_MULTIPROC_DIR, which deploy/metrics.py adds
+# up. Without the variable, or without prometheus-client in the app's lock, nothing changes.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # Empty means unset (.env-template); prometheus_client would take "" for the working directory.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+# Flask's matched URL rule, noted in the request's environ for post_request (see _note_endpoint).
+_ENDPOINT = "flaskstack.endpoint"
+# The method label takes a known method or "other": a client chooses it, and every distinct label
+# value is a time series of its own.
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+_requests = _duration = None
+if _metrics_dir:
+    try:
+        from prometheus_client import Counter, Histogram
+        from prometheus_client.multiprocess import mark_process_dead
+    except ImportError:
+        print(
+            "flaskstack: PROMETHEUS_MULTIPROC_DIR is set, but the app's lock lacks "
+            "prometheus-client: no request metrics",
+            file=sys.stderr,
+        )
+    else:
+        # registry=None: the app's own metrics may use the default registry freely.
+        _requests = Counter(
+            "flaskstack_http_requests_total",
+            "HTTP requests answered by the app",
+            ("method", "endpoint", "status"),
+            registry=None,
+        )
+        _duration = Histogram(
+            "flaskstack_http_request_duration_seconds",
+            "Time from reading a request to the end of its answer",
+            ("method", "endpoint"),
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=None,
+        )
+
+
+def _start_metrics() -> None:
+    """A new server counts from zero: files of an earlier run would add their counts to its own."""
+    try:
+        os.makedirs(_metrics_dir, exist_ok=True)
+        for path in glob.glob(os.path.join(_metrics_dir, "*.db")):
+            os.remove(path)
+    except OSError as exc:
+        print(f"flaskstack: PROMETHEUS_MULTIPROC_DIR: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _note_endpoint(sender, **extra) -> None:
+    """Flask's request_started signal: the request's URL rule, matched by then. (Flask takes its
+    request object out of the environ at the end, before post_request could look there.)"""
+    request = sys.modules["flask"].request
+    rule = request.url_rule
+    if rule is None:
+        endpoint = "unmatched"  # a 404 or 405 that no rule matched
+    elif rule.endpoint == "static" or rule.endpoint.endswith(".static"):
+        endpoint = "static"
+    else:
+        endpoint = rule.rule  # the pattern, e.g. /posts/<int:post_id>: bounded, never the path
+    request.environ[_ENDPOINT] = endpoint
+
+
+if _requests is not None:
+
+    def post_worker_init(worker):
+        # The app is loaded: a Flask app has imported flask; another app has nothing to connect.
+        flask = sys.modules.get("flask")
+        if flask is not None:
+            flask.request_started.connect(_note_endpoint, weak=False)
+
+    def pre_request(worker, req):
+        worker.log.debug("%s %s", req.method, req.path)  # gunicorn's default pre_request
+        req.flaskstack_started = time.perf_counter()
+
+    def post_request(worker, req, environ, resp):
+        if resp is None:
+            return  # refused before it reached the app (gunicorn answered it)
+        method = req.method if req.method in _METHODS else "other"
+        endpoint = environ.get(_ENDPOINT, "unmatched")
+        # No status: the app raised before answering, and gunicorn sends a 500.
+        _requests.labels(method, endpoint, str(resp.status_code or 500)).inc()
+        _duration.labels(method, endpoint).observe(time.perf_counter() - req.flaskstack_started)
+
+    def child_exit(server, worker):
+        # A dead worker's counts stay in its files (the totals must not drop); only its live
+        # gauges, if the app keeps any, go.
+        mark_process_dead(worker.pid, _metrics_dir)
+
+
 def on_starting(server):
-    """Run the app's configuration check (flaskstack.toml's `check`) once in the master: a bad
-    setting stops it with one line, instead of every worker failing to boot in a loop."""
+    """In the master, before any worker: the request metrics' directory made ready, and the app's
+    configuration check (flaskstack.toml's `check`) run once: a bad setting stops it with one
+    line, instead of every worker failing to boot in a loop."""
+    if _requests is not None:
+        _start_metrics()
     if not _app["check"]:
         return
     module, function = _app["check"].split(":")

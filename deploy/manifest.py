@@ -47,6 +47,9 @@ APP_KEYS: dict[str, Any] = {
     "static": None,
     # Run once per release at build time, in the release's tree (e.g. fingerprint static files).
     "build": None,
+    # The app's own Prometheus metrics, which deploy/metrics.py serves beside the request
+    # metrics: "module:name", a prometheus_client collector or a callable returning one.
+    "metrics": None,
 }
 REQUIRED = ("files", "wsgi")
 COMMANDS = ("build", "migrate", "worker", "worker_check")
@@ -102,10 +105,10 @@ def parse(data: dict[str, Any]) -> dict[str, Any]:
         raise ManifestError(
             'app.wsgi must look like "package.module:app" or "package:create_app()"'
         )
-    if result["check"] is not None and not (
-        isinstance(result["check"], str) and CHECK.match(result["check"])
-    ):
-        raise ManifestError('app.check must look like "package.module:function"')
+    for key, name in (("check", "function"), ("metrics", "collector")):
+        value = result[key]
+        if value is not None and not (isinstance(value, str) and CHECK.match(value)):
+            raise ManifestError(f'app.{key} must look like "package.module:{name}"')
     for key in COMMANDS:
         if result[key] is not None:
             result[key] = _command(result[key], f"app.{key}")

@@ -40,6 +40,8 @@ FIGURES = {
     "12b",
     "12c",
     "12d",
+    "13a",
+    "13b",
     "C1",
     "C3",
     "C4",
@@ -95,7 +97,7 @@ def test_every_figure_is_measured_without_errors(smoke_run):
             assert set(cpu) == {"app", "postgres", "redis", "nginx", "caddy", "all"}, key
             assert all(ms >= 0 for ms in cpu.values()), key
     assert results["errors"] == 0
-    assert results["targets"] == 22
+    assert results["targets"] == 23
     # Figures H ran on the hosts' interpreter, not this machine's.
     assert results["environment"]["hosts_python"].startswith("Python 3.13"), results["environment"]
     # 5 measures the app (its cookie takes it past the microcache), 5c the microcache: the app
@@ -110,6 +112,10 @@ def test_every_figure_is_measured_without_errors(smoke_run):
     assert archived["12a"] == archived["12c"] == 0, archived
     assert archived["12b"] + archived["12d"] > 0, archived
     assert figures["12b"]["runs"][0]["detail"]["beside_full_backup"]["repository_mb"] > 0
+    # 13b's gunicorn counted its requests (warm-up and run), 13a's counted none.
+    for run in figures["13b"]["runs"]:
+        assert run["detail"]["requests_counted"] >= run["requests"], run["detail"]
+    assert all("requests_counted" not in run["detail"] for run in figures["13a"]["runs"])
     # Resumed handshakes really resumed (the client offered the previous session each time).
     for key in ("10c", "10d"):
         run = figures[key]["runs"][0]

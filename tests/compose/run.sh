@@ -31,6 +31,7 @@ readonly POOL=10.232.128.0/17
 readonly FIREWALL_TAG=flaskstack-compose-test
 readonly HTTP_PUBLISH=127.0.0.1:18080
 readonly HTTPS_PUBLISH=127.0.0.1:18443
+readonly METRICS_PUBLISH=127.0.0.1:18092
 readonly SITE_HOST=flaskstack.test
 # The nginx stand-in is Debian trixie's nginx, not the official nginx image docker-compose.yml
 # names, and is tagged as what it is; the stack uses it through NGINX_IMAGE (write_env).
@@ -254,6 +255,7 @@ REDIS_PASSWORD=$(secret)
 BACKUP_CIPHER_PASS=$(secret)$(secret)
 HTTP_PORT=$HTTP_PUBLISH
 HTTPS_PORT=$HTTPS_PUBLISH
+METRICS_PORT=$METRICS_PUBLISH
 FRONTEND_SUBNET=$FRONTEND_SUBNET
 CERT_WATCH_INTERVAL=3
 IMAGE_TAG=test

@@ -1,6 +1,7 @@
 """The Compose stack from the host: TLS and HTTP/2 with the ACME certificate, a user's visit through
 nginx → gunicorn → Flask → Redis + Postgres, the shared security headers, static files from the
-image, non-root containers, ports, and a certificate renewal that nginx picks up by reloading.
+image, non-root containers, ports, the app's metrics, and a certificate renewal that nginx picks up
+by reloading.
 
 The renewal test runs last (file order): it changes what nginx serves.
 """
@@ -13,6 +14,9 @@ import secrets
 import subprocess
 import time
 from pathlib import Path
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from support import tls
 from support.forms import SESSION_COOKIE, register, submit
@@ -120,23 +124,65 @@ def test_fingerprinted_static_files_come_precompressed_from_nginx(stack, browser
 
 
 def test_containers_run_as_non_root_users(stack):
-    for service in ("app", "worker", "scheduler", "certbot", "pgbackrest"):
+    for service in ("app", "worker", "scheduler", "metrics", "certbot", "pgbackrest"):
         uid = stack.compose("exec", "-T", service, "id", "-u").stdout.strip()
         assert uid not in ("", "0"), service
     assert stack.inspect("app")["Config"]["User"] == "10001:10001"
 
 
-def test_only_nginx_publishes_ports(stack):
+def test_only_nginx_publishes_ports_and_the_metrics_on_loopback(stack):
     lines = stack.compose("ps", "--format", "json").stdout.splitlines()
     services = [json.loads(line) for line in lines if line.strip()]
-    publishing = {
-        s["Service"] for s in services if any(p.get("PublishedPort") for p in s["Publishers"] or [])
+    published = {
+        s["Service"]: {p["URL"] for p in s["Publishers"] or [] if p.get("PublishedPort")}
+        for s in services
     }
-    assert publishing == {"nginx"}
+    assert {service for service, addresses in published.items() if addresses} == {
+        "nginx", "metrics"
+    }  # fmt: skip
+    assert published["metrics"] == {"127.0.0.1"}
     running = {s["Service"] for s in services}
     assert running >= {
-        "nginx", "app", "worker", "scheduler", "certbot", "redis", "postgres", "pgbackrest"
+        "nginx", "app", "worker", "scheduler", "metrics", "certbot", "redis", "postgres",
+        "pgbackrest",
     }  # fmt: skip
+
+
+def test_the_metrics_service_counts_requests_and_reads_the_queue(stack, browser):
+    """What a Prometheus scrapes: the requests gunicorn's workers counted (by URL rule, never by
+    path) and the blog's RQ queue, read from Redis."""
+    missing = f"/no-such-page-{secrets.token_hex(4)}"  # a path of its own: past the microcache
+    for path in ("/healthz", "/healthz", missing):
+        browser.get(stack.url + path, timeout=15)
+    address = stack.compose("port", "metrics", "9200").stdout.strip()
+    scraper = requests.Session()
+    scraper.trust_env = False  # no proxy between the host and its loopback
+
+    def samples() -> dict[tuple[str, frozenset], float]:
+        answer = scraper.get(f"http://{address}/metrics", timeout=15)
+        assert answer.status_code == 200
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(answer.text)
+            for sample in family.samples
+        }
+
+    requests_total = "flaskstack_http_requests_total"
+    healthz = frozenset({"method": "GET", "endpoint": "/healthz", "status": "200"}.items())
+    unmatched = frozenset({"method": "GET", "endpoint": "unmatched", "status": "404"}.items())
+    deadline = time.monotonic() + 30  # a worker counts a request once its answer is out
+    while (
+        (found := samples()).get((requests_total, healthz), 0) < 2
+        or found.get((requests_total, unmatched), 0) < 1
+    ) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert found.get((requests_total, healthz), 0) >= 2, found
+    assert found.get((requests_total, unmatched), 0) >= 1, found
+    endpoints = {dict(labels)["endpoint"] for name, labels in found if name == requests_total}
+    assert missing not in endpoints
+    assert found[("flaskstack_app_metrics_up", frozenset())] == 1
+    assert ("flaskstack_rq_queue_jobs", frozenset({("queue", "flaskstack")})) in found
+    assert found[("flaskstack_rq_workers", frozenset())] >= 1, "the worker service's heartbeat"
 
 
 def test_the_scheduler_runs_the_apps_jobs_at_their_calendar_times(stack):

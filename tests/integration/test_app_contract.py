@@ -60,6 +60,7 @@ def test_a_release_holds_the_apps_files_and_the_stacks(guestbook_release):
         "flaskstack.toml",
         "deploy/gunicorn.conf.py",
         "deploy/manifest.py",
+        "deploy/metrics.py",
     } <= files
     assert not any(name.startswith("tests/") for name in files), "only what runs on the hosts"
     # nginx serves /static/ from deploy/static whatever directory the app names.

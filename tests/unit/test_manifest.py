@@ -27,6 +27,7 @@ def test_defaults_mean_no_step():
     parsed = manifest.parse({"app": dict(APP)})
     app = parsed["app"]
     assert (app["migrate"], app["worker"], app["static"], app["build"]) == (None,) * 4
+    assert app["metrics"] is None, "no metrics of its own: the request metrics only"
     assert parsed["hooks"] == {"pre-deploy": None, "post-deploy": None}
 
 
@@ -40,6 +41,9 @@ def test_defaults_mean_no_step():
         ({"app": APP | {"wsgi": "app.wsgi"}}, "app.wsgi must look like"),
         ({"app": APP | {"wsgi": "app:create_app(1)"}}, "app.wsgi must look like"),
         ({"app": APP | {"check": "app.config"}}, "app.check must look like"),
+        ({"app": APP | {"metrics": "app.metrics"}}, "app.metrics must look like"),
+        ({"app": APP | {"metrics": "app.metrics:collector()"}}, "app.metrics must look like"),
+        ({"app": APP | {"metrics": ["app.metrics:collector"]}}, "app.metrics must look like"),
         ({"app": APP | {"files": []}}, "app.files must be a list"),
         ({"app": APP | {"files": ["../secrets"]}}, "inside the app's directory"),
         ({"app": APP | {"static": "/srv/static"}}, "inside the app's directory"),
@@ -85,3 +89,12 @@ def test_the_command_line_prints_one_key(tmp_path, capsys):
     assert manifest.main(["run", "migrate", str(tmp_path)]) == 0, "no migrations: nothing to do"
     assert manifest.main(["get", "nope", str(tmp_path)]) == 2
     assert manifest.main(["show", str(tmp_path / "missing")]) == 1
+
+
+def test_the_metrics_key_names_the_apps_collector(capsys):
+    parsed = manifest.parse({"app": APP | {"metrics": "app.metrics:collector"}})
+    assert parsed["app"]["metrics"] == "app.metrics:collector"
+    assert manifest.main(["get", "metrics", str(REPO)]) == 0
+    assert capsys.readouterr().out == "app.metrics:collector\n", "the blog's RQ queue"
+    assert manifest.main(["get", "metrics", str(REPO / "examples/guestbook")]) == 0
+    assert capsys.readouterr().out == "\n", "the guestbook declares none"

@@ -40,6 +40,9 @@ NOT_FROM_ROLE = {
     # and systemd restarts the units until Postgres and Redis are there.
     "RUN_MIGRATIONS",
     "WAIT_FOR_SERVICES_TIMEOUT",
+    # The web unit's Environment= (a directory of its RuntimeDirectory, emptied at each stop),
+    # which the metrics unit shares; not the release's .env.
+    "PROMETHEUS_MULTIPROC_DIR",
 }
 
 NAME = r"[A-Za-z_][A-Za-z0-9_]*"

@@ -46,6 +46,7 @@ from tools.bench.figures import (
     HOSTS_PYTHON,
     LATENCY,
     PROFILED,
+    REQUEST_METRICS,
     SMOKE,
     SPECS,
     SPIKE_CLIENTS,
@@ -103,6 +104,8 @@ class Bench:
             for key in PROFILED:
                 self.profile_app(key)
         self.memory()
+        # Restarts gunicorn with its request metrics off and on.
+        self.request_metrics()
         # Restart Postgres and gunicorn: after the figures of the first app run, before the
         # second database (the full backup copies what the cluster holds).
         self.archiving()
@@ -244,6 +247,33 @@ class Bench:
                 for key in keys:
                     self.measure(key, repetition)
             databases.reverse()
+
+    def request_metrics(self) -> None:
+        """Figures 13: the anonymous page with gunicorn's request metrics off and on, gunicorn
+        restarted for each, the conditions in turns as in growth()."""
+        log("request metrics: gunicorn without and with PROMETHEUS_MULTIPROC_DIR")
+        for key in REQUEST_METRICS:  # notes filled in at the end: they tell what was counted
+            self.results.add(replace(SPECS[key], note="").figure())
+        conditions = [
+            (on, [key for key in REQUEST_METRICS if SPECS[key].measures.metrics == on])
+            for on in (False, True)
+        ]
+        for repetition in range(1, self.profile.repetitions + 1):
+            for on, keys in conditions:
+                self.stack.stop_app()
+                self.stack.start_app(self.stack.database_url, metrics=on)
+                for key in keys:
+                    self.measure(key, repetition)
+                    if on:
+                        counted = self.stack.requests_counted()
+                        self.results.figures[key].runs[-1].detail["requests_counted"] = counted
+            conditions.reverse()
+        self.stack.stop_app()
+        self.stack.start_app(self.stack.database_url)
+        for key in REQUEST_METRICS:
+            runs = self.results.figures[key].runs
+            counted = sum(run.detail.get("requests_counted", 0) for run in runs)
+            self.results.figures[key].note = SPECS[key].note.format(counted=counted)
 
     def archiving(self) -> None:
         """Figures 12: the anonymous page and a comment written through the API, with

@@ -68,6 +68,8 @@ class Load:
     # {post}, the newest live post of the bench user.
     json_body: str | None = None
     archiving: bool = False  # Postgres archives its WAL with pgBackRest (figures 12)
+    # gunicorn counts each request in Prometheus' files (PROMETHEUS_MULTIPROC_DIR, figures 13).
+    metrics: bool = False
 
     def on(self, posts: str) -> Load:
         """The same requests on the other database."""
@@ -76,6 +78,10 @@ class Load:
     def archived(self) -> Load:
         """The same requests with Postgres' WAL archiving on."""
         return replace(self, archiving=True)
+
+    def counted(self) -> Load:
+        """The same requests with gunicorn's request metrics on."""
+        return replace(self, metrics=True)
 
 
 @dataclass(frozen=True)
@@ -282,6 +288,30 @@ FIGURES = (
         note="archiving as 12b, no backup; over its loads (warm-ups included): WAL written "
         "{wal_mb:.1f} MB, segments archived: {archived}",
     ),
+    # The same page with gunicorn's request metrics off and on (deploy/gunicorn.conf.py's hooks,
+    # PROMETHEUS_MULTIPROC_DIR), gunicorn restarted for each. 0.97: the metrics are worth a few
+    # per cent of the app's throughput, not more.
+    Spec(
+        "13a",
+        "anonymous page /, request metrics off",
+        REQ,
+        None,
+        None,
+        PAGE,
+        note="PROMETHEUS_MULTIPROC_DIR unset; gunicorn restarted for each condition, in turns "
+        "A B, B A, A B",
+    ),
+    Spec(
+        "13b",
+        "anonymous page /, request metrics on",
+        REQ,
+        "13a",
+        at_least(0.97),
+        PAGE.counted(),
+        note="PROMETHEUS_MULTIPROC_DIR set: each request counted by endpoint and status and "
+        "timed in gunicorn's hooks; requests counted over its runs (warm-ups included): "
+        "{counted}",
+    ),
 )
 SPECS = {spec.key: spec for spec in FIGURES}
 
@@ -292,6 +322,7 @@ PROFILED = ("3", "5", "6", "7")  # with --py-spy: the app figures behind nginx
 GROWTH = ("9a", "9b", "9c", "9d")
 ARCHIVING = ("12a", "12b", "12c", "12d")
 BESIDE_BACKUP = "12b"  # its first run has a full backup running beside it
+REQUEST_METRICS = ("13a", "13b")
 HOSTS_PYTHON = ("H2", "H5", "H6", "H7")
 HANDSHAKES = ("10a", "10b", "10c", "10d", "10e")
 PEER_HANDSHAKES = ("C10a", "C10b")

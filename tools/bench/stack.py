@@ -318,12 +318,28 @@ class Stack:
         self.start_app(self.database_url)
         return hosts_python.version(self.hosts_root)
 
-    def start_app(self, database_url: str) -> Gunicorn:
-        """gunicorn with the stack's config on `database_url`, its CPU metered as "app"."""
+    def start_app(self, database_url: str, metrics: bool = False) -> Gunicorn:
+        """gunicorn with the stack's config on `database_url`, its CPU metered as "app"; with
+        `metrics`, counting its requests in metrics_dir as the hosts' web unit does."""
         env = {**self.app_env, "DATABASE_URL": database_url}
+        if metrics:
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
         self.app = Gunicorn(self.release, env, self.logs / "gunicorn.log", self.hosts_root)
         self.meter.track("app", self.app.process.pid)
         return self.app
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.work / "metrics"
+
+    def requests_counted(self) -> int:
+        """Requests the running gunicorn's workers have counted (its master cleared the files of
+        the one before), added up as deploy/metrics.py does."""
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        files = [str(path) for path in self.metrics_dir.glob("*.db")]
+        samples = [s for metric in MultiProcessCollector.merge(files) for s in metric.samples]
+        return int(sum(s.value for s in samples if s.name == "flaskstack_http_requests_total"))
 
     def stop_app(self) -> None:
         if self.app is not None:
