@@ -43,9 +43,14 @@ lock: venv ## Re-resolve every lock file with uv: keeps the pins that still fit 
 	    --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) $$lock.in -o $$lock.txt; \
 	done
 
+# The monitoring tools the hosts run (Debian trixie's), unpacked for the linters and tests here.
+MONITORING_TOOLS_DIR := /var/cache/flaskstack-tools/monitoring
+MONITORING_TOOLS := $(MONITORING_TOOLS_DIR)/usr/bin
+
 .PHONY: deps
-deps: ## Install the Debian packages the tests need (only the missing ones)
+deps: ## Install the Debian packages the tests need (only the missing ones), and trixie's promtool, amtool, mtail
 	@tools/apt-install.sh tests/debian-packages.txt tools/debian-packages.txt
+	@tools/fetch-debian.sh trixie $(MONITORING_TOOLS_DIR) promtool prometheus-alertmanager mtail
 
 ## ---- develop ----------------------------------------------------------------
 
@@ -54,12 +59,15 @@ dev: deps venv ## Run the app and the worker locally against throwaway Postgres 
 	@$(BIN)/python -m tools.devserver
 
 .PHONY: lint
-lint: venv ## Run the linters (ruff, shellcheck, yamllint, ansible-lint, squawk on the migrations)
+lint: deps venv ## Run the linters (ruff, shellcheck, yamllint, ansible-lint, squawk; promtool on the alert rules)
 	@echo "==> ruff"; ruff check . && ruff format --check .
 	@echo "==> shellcheck"; git ls-files -z '*.sh' '.ci/run' | xargs -0 shellcheck -x
 	@echo "==> yamllint"; yamllint -s .
 	@echo "==> ansible-lint"; cd ansible && ansible-lint -q
 	@echo "==> squawk (every migration, as SQL)"; python -m tools.lint_migrations
+	@echo "==> promtool (the alert rules, and their unit tests)"
+	@$(MONITORING_TOOLS)/promtool check rules ansible/roles/monitoring/files/rules/*.yml
+	@$(MONITORING_TOOLS)/promtool test rules tests/monitoring/*.test.yml
 
 .PHONY: test
 test: deps venv lint test-app test-bench-smoke test-e2e test-e2e-multi test-compose ## Run everything: linters, app tests, sandbox and Compose end to end
@@ -148,6 +156,10 @@ backups: venv ## List the off-host pgBackRest repository (backups, newest WAL, r
 restore: venv ## Restore to TIME='…+00' (or the newest write; BACKUP=…dump: a dump) INTO=scratch|live: make restore INVENTORY=…
 	@INVENTORY="$(INVENTORY)" TIME="$(TIME)" BACKUP="$(BACKUP)" INTO="$(INTO)" KEEP="$(KEEP)" \
 	  CONFIRM="$(CONFIRM)" deploy/restore.sh
+
+.PHONY: monitor
+monitor: venv ## The dashboard and alerts through an SSH tunnel to the monitor host: make monitor INVENTORY=… [PORT=9090]
+	@INVENTORY="$(or $(INVENTORY),$(SANDBOX_INVENTORY))" deploy/monitor.sh $(PORT)
 
 .PHONY: audit
 audit: venv ## Host audits: Lynis, ssh-audit and systemd-analyze security on every host, one table (INVENTORY=…)

@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-STACK_GROUPS = ("edge", "app", "db", "cache", "backup")
+STACK_GROUPS = ("edge", "app", "db", "cache", "backup", "monitor")
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 RECAP_LINE = re.compile(
     r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"

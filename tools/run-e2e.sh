@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 topology="${1:-single}"
 # Order matters: the user flows and the second deploy (changed=0) run on the untouched stack,
 # then what ops do to it under load (deploys, rollback, renewal, kills, restarts, reboot; an app
-# host failing), backups and restore drills, the hostile-input corpus (its last module checks the app's log over all
+# host failing), backups and restore drills, faults and the alerts they raise, the hostile-input corpus (its last module checks the app's log over all
 # of it and prints the table), then the audit scans, and last the host audit (ssh-audit's
 # unfinished handshakes may earn this machine a short penalty from the hosts' sshd). The multi
 # stage replaces its lost db host from the backups, then ends with a second app: examples/guestbook replaces the blog (deploy, a rolling release
@@ -25,6 +25,7 @@ case "$topology" in
     tests=(tests/e2e/test_edge.py tests/e2e/test_user_flows.py tests/e2e/test_microcache.py
       tests/e2e/test_hardening.py tests/e2e/test_integrity.py tests/e2e/test_locks.py tests/e2e/test_operations.py tests/e2e/test_faults.py
       tests/e2e/test_backups.py tests/e2e/test_pitr.py tests/e2e/test_backup_host.py
+      tests/e2e/test_monitoring.py
       tests/e2e/hostile/test_hostile_limits.py tests/e2e/hostile/test_hostile_edge.py
       tests/e2e/hostile/test_hostile_sessions.py tests/e2e/hostile/test_hostile_input.py
       tests/e2e/hostile/test_hostile_survival.py
@@ -62,6 +63,11 @@ teardown() {
     stage "the fault-injection suite's table"
     cat "$fault_table"
   fi
+  alert_table=".build/e2e/alerts-${SANDBOX_ID}.txt"
+  if [[ -s "$alert_table" ]]; then
+    stage "the alerts the faults raised"
+    cat "$alert_table"
+  fi
   stage "tearing the sandbox down"
   "$sandbox" down || status=1
   stage "end-to-end stage ($topology) finished with status $status in $((SECONDS - started)) s"
@@ -74,7 +80,7 @@ trap 'exit 143' TERM
 
 stage "removing what an interrupted earlier run may have left"
 "$sandbox" down >/dev/null
-rm -f ".build/e2e/faults-${SANDBOX_ID}.txt"
+rm -f ".build/e2e/faults-${SANDBOX_ID}.txt" ".build/e2e/alerts-${SANDBOX_ID}.txt"
 
 stage "creating the sandbox hosts ($topology) and the ACME CA"
 "$sandbox" up "$topology"

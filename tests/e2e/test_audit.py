@@ -21,6 +21,18 @@ UNITS_BY_GROUP = {
     "db": {"postgresql@17-main.service", "flaskstack-backup.service"},
     "cache": {"redis-server.service"},
     "backup": {"flaskstack-pgbackrest-server.service"},
+    "monitor": {
+        "prometheus.service",
+        "prometheus-alertmanager.service",
+        "prometheus-blackbox-exporter.service",
+    },
+}
+# With a monitor host, every host runs node_exporter, and each group its exporter.
+EXPORTERS_BY_GROUP = {
+    "edge": {"prometheus-nginx-exporter.service", "mtail.service"},
+    "app": {"flaskstack-metrics.service"},
+    "db": {"prometheus-postgres-exporter.service"},
+    "cache": {"prometheus-redis-exporter.service"},
 }
 # pgBackRest's base backups run on the backup host, or on the db host when there is none; with a
 # backup host, the db host runs a TLS server of its own for it.
@@ -58,6 +70,9 @@ def test_every_host_passes_lynis_ssh_audit_and_systemd_analyze(sandbox):
             expected |= BASE_BACKUPS
         if "db" in host["groups"] and backup_hosts:
             expected.add("flaskstack-pgbackrest-server.service")
+        if sandbox.hosts_in("monitor"):
+            expected.add("prometheus-node-exporter.service")
+            expected = expected.union(*(EXPORTERS_BY_GROUP.get(g, set()) for g in host["groups"]))
         if "app" in host["groups"] and not declares_worker(sandbox, host):
             expected.discard("flaskstack-worker.service")  # the second app (test_second_app.py)
         assert expected <= set(audit["units"]), (host["name"], sorted(audit["units"]))

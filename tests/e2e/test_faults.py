@@ -45,6 +45,18 @@ UNITS = {
         "flaskstack-pgbackrest-full.timer",
         "flaskstack-pgbackrest-diff.timer",
     ],
+    "monitor": [
+        "prometheus.service",
+        "prometheus-alertmanager.service",
+        "prometheus-blackbox-exporter.service",
+    ],
+}
+# With a monitor host: node_exporter on every host, and each group's exporter.
+EXPORTER_UNITS = {
+    "edge": ["prometheus-nginx-exporter.service", "mtail.service"],
+    "app": ["flaskstack-metrics.service"],
+    "db": ["prometheus-postgres-exporter.service"],
+    "cache": ["prometheus-redis-exporter.service"],
 }
 
 
@@ -517,6 +529,9 @@ def test_a_reboot_brings_every_service_back_and_loses_no_write(sandbox, load, ta
     table.add("reboot every host", load, check_writes(sandbox, load), back_at - restarted + back)
     for host in sandbox.hosts:
         units = [unit for group in host["groups"] for unit in UNITS[group]]
+        if sandbox.hosts_in("monitor"):
+            units += ["prometheus-node-exporter.service"]
+            units += [unit for group in host["groups"] for unit in EXPORTER_UNITS.get(group, [])]
         active = sandbox.ssh(host, "systemctl is-active " + " ".join(units), check=False)
         enabled = sandbox.ssh(host, "systemctl is-enabled " + " ".join(units), check=False)
         states = dict(zip(units, active.stdout.split(), strict=True))

@@ -160,3 +160,30 @@ def test_a_wrong_setting_stops_before_any_task_naming_it(tmp_path):
         assert " : Validating arguments against arg spec " in failures[host], failures[host]
         assert named in failures[host], failures[host]
     assert not run.task_results(SHOW)
+
+
+def test_the_exporters_open_to_the_monitor_host_only(tmp_path):
+    inventory = write_inventory(
+        tmp_path,
+        {group: ["web1"] for group in ("edge", "app", "db", "cache")} | {"monitor": ["watch1"]},
+        {"web1": {"ansible_host": "203.0.113.20"}, "watch1": {"ansible_host": "203.0.113.40"}},
+        SITE | SECRETS,
+    )
+    run = run_playbook("settings.yml", inventory)
+    assert run.returncode == 0, run.stderr
+    shown = run.task_results(SHOW)
+    web1 = {rule["name"]: rule for rule in shown["web1"]["msg"]["firewall"]["private_tcp"]}
+    assert web1 == {
+        name: {"name": name, "port": SHARED[port], "sources": ["203.0.113.40"]}
+        for name, port in [
+            ("node-exporter", "exporters_node_port"),
+            ("postgres-exporter", "exporters_postgres_port"),
+            ("redis-exporter", "exporters_redis_port"),
+            ("nginx-exporter", "exporters_nginx_port"),
+            ("mtail", "exporters_mtail_port"),
+            ("app-metrics", "app_metrics_port"),
+        ]
+    }
+    # The monitor host scrapes itself over loopback: nothing of it opens to anyone.
+    assert shown["watch1"]["msg"]["firewall"]["private_tcp"] == []
+    assert shown["watch1"]["msg"]["firewall"]["public_tcp"] == [22]

@@ -61,6 +61,11 @@ readonly PEBBLE_MANAGEMENT="https://${GATEWAY_IP}:15000"
 # same listener certificate as Pebble's.
 readonly S3_ENDPOINT="${GATEWAY_IP}:9000"
 readonly S3_BUCKET="flaskstack-backups"
+# Where Alertmanager's notifications land (tools/sandbox/alert_sink.py): an SMTP server and a
+# webhook receiver that record what they get, one JSON line each, for the tests to read.
+readonly ALERT_SINK_SMTP_PORT=2525
+readonly ALERT_SINK_HTTP_PORT=9095
+readonly ALERT_RECORD="${STATE_DIR}/alerts.jsonl"
 
 readonly SUITE="trixie"
 readonly MIRROR="http://deb.debian.org/debian"
@@ -92,8 +97,9 @@ usage() {
 # One "name:group,group" line per host; addresses are .11, .12, … in this order.
 topology_hosts() {
   case "$1" in
-    # The backup host keeps the pgBackRest repository (its TLS server); multi backs up to S3.
-    single) printf '%s\n' "host1:edge,app,db,cache" "backup1:backup" ;;
+    # The backup host keeps the pgBackRest repository (its TLS server) and watches host1 (the
+    # monitor host: Prometheus, Alertmanager); multi backs up to S3 and has no monitor host.
+    single) printf '%s\n' "host1:edge,app,db,cache" "backup1:backup,monitor" ;;
     multi) printf '%s\n' "edge1:edge" "app1:app" "app2:app" "data1:db,cache" ;;
     *) die "unknown topology '$1' (expected: single or multi)" ;;
   esac
@@ -307,25 +313,9 @@ EOF
 # Bookworm's Pebble (2.4) cannot shorten certificate lifetimes (5 years fails audits): use trixie's
 # static binaries, unpacked into the cache without touching the machine's apt sources.
 fetch_pebble() {
-  local target="${CACHE_DIR}/pebble-${SUITE}" work
+  local target="${CACHE_DIR}/pebble-${SUITE}"
   [[ -x "$target/usr/bin/pebble" ]] && return 0
-  log "fetching Pebble from Debian ${SUITE} (once; cached in $target)"
-  work="$(mktemp -d)"
-  mkdir -p "$work/lists/partial" "$work/cache/archives/partial"
-  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR $SUITE main" \
-    >"$work/sources.list"
-  local apt_options=(
-    -o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=/nonexistent
-    -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache" -o APT::Get::List-Cleanup=0
-  )
-  apt-get "${apt_options[@]}" update -q >"$work/apt.log" 2>&1 ||
-    die "apt-get update for ${SUITE} failed: $(tail -3 "$work/apt.log")"
-  (cd "$work" && apt-get "${apt_options[@]}" download -q pebble >>apt.log 2>&1) ||
-    die "apt-get download pebble failed: $(tail -3 "$work/apt.log")"
-  rm -rf "${target}.tmp"
-  dpkg-deb -x "$work"/pebble_*.deb "${target}.tmp"
-  mv "${target}.tmp" "$target"
-  rm -rf "$work"
+  "${REPO_DIR}/tools/fetch-debian.sh" "$SUITE" "$target" pebble
 }
 
 # Test tooling only, never in the roles: this machine's HTTPS egress goes through an intercepting
@@ -778,6 +768,36 @@ ensure_s3() {
 
 stop_s3() { stop_pid "$(recorded_pid "$RUNTIME_DIR/s3/s3.pid")" "$(s3_marker)" 10; }
 
+# --- the alert sink --------------------------------------------------------------------------------
+
+alert_sink_marker() { echo "alert_sink.py --address ${GATEWAY_IP}"; }
+alert_sink_running() {
+  pid_is "$(recorded_pid "$RUNTIME_DIR/alert-sink/alert-sink.pid")" "$(alert_sink_marker)"
+}
+
+ensure_alert_sink() {
+  local dir="$RUNTIME_DIR/alert-sink" logs="$STATE_DIR/logs" deadline
+  mkdir -p "$dir" "$logs"
+  if ! alert_sink_running; then
+    log "starting the alert sink (smtp ${GATEWAY_IP}:${ALERT_SINK_SMTP_PORT}," \
+      "webhook http://${GATEWAY_IP}:${ALERT_SINK_HTTP_PORT}/; records to $ALERT_RECORD)"
+    spawn_daemon "$dir/alert-sink.pid" "$logs/alert-sink.log" /usr/bin/python3 \
+      "${REPO_DIR}/tools/sandbox/alert_sink.py" --address "$GATEWAY_IP" \
+      --smtp-port "$ALERT_SINK_SMTP_PORT" --http-port "$ALERT_SINK_HTTP_PORT" --record "$ALERT_RECORD"
+  fi
+  deadline=$((SECONDS + 10))
+  until curl -fsS -o /dev/null -X POST --data '{}' "http://${GATEWAY_IP}:${ALERT_SINK_HTTP_PORT}/ping"; do
+    process_alive "$(recorded_pid "$dir/alert-sink.pid")" ||
+      die "the alert sink exited: see $logs/alert-sink.log"
+    ((SECONDS < deadline)) || die "the alert sink does not answer on ${GATEWAY_IP}:${ALERT_SINK_HTTP_PORT}"
+    sleep 0.2
+  done
+}
+
+stop_alert_sink() {
+  stop_pid "$(recorded_pid "$RUNTIME_DIR/alert-sink/alert-sink.pid")" "$(alert_sink_marker)" 10
+}
+
 # --- descriptions for Ansible, tests and people --------------------------------------------------
 
 # hosts.yml (for Ansible) and sandbox.json (for tests and people) from the recorded hosts.
@@ -799,7 +819,9 @@ write_descriptions() {
       --acme-server="$ACME_DIRECTORY" --acme-server-ca="$PEBBLE_LISTENER_CA" \
       --acme-email="admin@${DOMAIN}" --ssh-user=deploy --ssh-key="$SSH_KEY" \
       --probe-netns="$PROBE_NETNS" --probe-ip="$PROBE_IP" --sandbox-id="$SANDBOX_ID" \
-      --s3-endpoint="$S3_ENDPOINT" --s3-bucket="$S3_BUCKET"
+      --s3-endpoint="$S3_ENDPOINT" --s3-bucket="$S3_BUCKET" --alert-record="$ALERT_RECORD" \
+      --alert-smtp="${GATEWAY_IP}:${ALERT_SINK_SMTP_PORT}" \
+      --alert-webhook="http://${GATEWAY_IP}:${ALERT_SINK_HTTP_PORT}/alerts"
 }
 
 print_summary() {
@@ -872,6 +894,7 @@ cmd_up() {
 
   ensure_acme "$edge_ip"
   ensure_s3
+  ensure_alert_sink
   write_descriptions "$topology"
   print_summary
   echo "  up in $((SECONDS - started)) s"
@@ -890,6 +913,7 @@ cmd_down() {
   for pid in "${stopping[@]}"; do wait "$pid"; done
   stop_acme
   stop_s3
+  stop_alert_sink
   # Every mount under our runtime directory (the hosts' overlays), innermost first.
   while IFS= read -r mount; do
     umount "$mount"
@@ -936,6 +960,11 @@ cmd_status() {
     printf '  %-13s running (PID %s)\n' s3 "$(cat "$RUNTIME_DIR/s3/s3.pid")"
   else
     printf '  %-13s stopped\n' s3
+  fi
+  if alert_sink_running; then
+    printf '  %-13s running (PID %s)\n' alert-sink "$(cat "$RUNTIME_DIR/alert-sink/alert-sink.pid")"
+  else
+    printf '  %-13s stopped\n' alert-sink
   fi
 }
 

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# `make monitor`: the monitor host's Prometheus (its dashboard) and Alertmanager in a local
+# browser, through an SSH tunnel: both listen on that host's loopback only, and its sshd lets the
+# login user forward to those two ports and nothing else.
+#
+#   INVENTORY=ansible/inventories/production deploy/monitor.sh [LOCAL_PORT]
+#
+# Prints the URLs and holds the tunnel until Ctrl-C. LOCAL_PORT (default 9090) takes Prometheus,
+# the next port Alertmanager.
+set -euo pipefail
+
+ops_command=monitor
+
+# shellcheck source=deploy/ops-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/ops-common.sh"
+require_inventory "make monitor INVENTORY=ansible/inventories/<name>"
+find_ansible_playbook
+local_port="${1:-9090}"
+
+# The monitor host and how Ansible reaches it (address, user, key, port, options), from the
+# inventory as Ansible resolves it.
+connection="$("$(dirname "$ansible_playbook")/ansible-inventory" -i "$INVENTORY" --list 2>/dev/null |
+  "$(dirname "$ansible_playbook")/python" -c '
+import json, shlex, sys
+import yaml
+inventory = json.load(sys.stdin)
+# The ports: from the inventory, else the shared defaults (roles/flaskstack).
+defaults = yaml.safe_load(open("ansible/roles/flaskstack/defaults/main.yml"))
+hosts = inventory.get("monitor", {}).get("hosts", [])
+if not hosts:
+    sys.exit("the inventory has no monitor host (group monitor)")
+name = hosts[0]
+facts = {**defaults, **inventory["all"].get("vars", {}),
+         **inventory["_meta"]["hostvars"].get(name, {})}
+print(shlex.join([
+    name, facts.get("ansible_host", name), str(facts.get("ansible_user", "")),
+    str(facts.get("ansible_ssh_private_key_file", "")), str(facts.get("ansible_port", 22)),
+    str(facts.get("ansible_ssh_common_args", "")),
+    str(facts["prometheus_port"]), str(facts["alertmanager_port"]),
+]))')" || die "could not read the monitor host from $INVENTORY"
+eval "set -- $connection"
+name="$1" address="$2" user="$3" key="$4" port="$5" common_args="$6" prometheus="$7" alertmanager="$8"
+
+ssh_argv=(ssh -N -o ExitOnForwardFailure=yes -p "$port")
+[[ -n "$key" ]] && ssh_argv+=(-i "$key")
+# shellcheck disable=SC2206 # the inventory's options, split as Ansible splits them
+[[ -n "$common_args" ]] && ssh_argv+=($common_args)
+ssh_argv+=(-L "127.0.0.1:${local_port}:127.0.0.1:${prometheus}")
+ssh_argv+=(-L "127.0.0.1:$((local_port + 1)):127.0.0.1:${alertmanager}")
+ssh_argv+=("${user:+$user@}$address")
+
+echo "==> tunnel to the monitor host $name ($address); Ctrl-C closes it"
+echo "  dashboard:    http://127.0.0.1:${local_port}/consoles/flaskstack.html"
+echo "  alerts:       http://127.0.0.1:${local_port}/alerts"
+echo "  Alertmanager: http://127.0.0.1:$((local_port + 1))/ (silences)"
+exec "${ssh_argv[@]}"

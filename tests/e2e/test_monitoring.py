@@ -1,0 +1,333 @@
+"""Monitoring as an operator meets it: every host's metrics reach the monitor host and nobody
+else, they measure what happens, and each fault raises its alert at the sink (the sandbox's
+inbox and chat: tools/sandbox/alert_sink.py), then resolves once repaired.
+
+Faults are injected in rounds: those that cannot mask each other at once (a disk filling, a
+backup failing, Postgres and Redis stopped), then the site down with its data services up, then
+a whole host powered off (its services' alerts are inhibited: one notification says it all).
+The table of seconds to fire and to resolve is printed at the end of the stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS_PORT = 9090
+# From the moment a fault starts: the rule's `for`, a scrape and an evaluation (15 s each),
+# Alertmanager's group_wait (30 s). To resolve: a scrape, an evaluation, its group_interval (1 m).
+FIRE_BOUND = {"DiskAlmostFull": 240}
+DEFAULT_FIRE_BOUND = 180
+RESOLVE_BOUND = 180
+# Each exporter's port on the hosts it runs on (roles/flaskstack defaults).
+EXPORTER_PORTS = {
+    "node": (9100, None),
+    "postgres": (9187, "db"),
+    "redis": (9121, "cache"),
+    "nginx": (9113, "edge"),
+    "mtail": (3903, "edge"),
+    "app": (9200, "app"),
+}
+
+
+@pytest.fixture(scope="module")
+def monitor(sandbox) -> dict:
+    return sandbox.hosts_in("monitor")[0]
+
+
+@pytest.fixture(scope="module")
+def prometheus(sandbox, monitor):
+    """Prometheus' API as an operator reaches it: `make monitor`'s SSH tunnel to the monitor
+    host's loopback (deploy/monitor.sh)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    tunnel = subprocess.Popen(
+        [str(ROOT / "deploy" / "monitor.sh"), str(port)],
+        env={**os.environ, "INVENTORY": sandbox.spec["inventory"]}, cwd=ROOT,
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(f"{url}/-/ready", timeout=2).raise_for_status()
+            break
+        except requests.RequestException:
+            assert tunnel.poll() is None, "make monitor's tunnel exited"
+            assert time.monotonic() < deadline, "Prometheus is not ready through the tunnel"
+            time.sleep(0.5)
+    yield url
+    tunnel.terminate()
+    output, _ = tunnel.communicate(timeout=10)
+    assert f"http://127.0.0.1:{port}/consoles/flaskstack.html" in output, output
+
+
+def query(prometheus: str, expr: str) -> list[dict]:
+    answer = requests.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10)
+    answer.raise_for_status()
+    return answer.json()["data"]["result"]
+
+
+def value(prometheus: str, expr: str) -> float | None:
+    result = query(prometheus, expr)
+    assert len(result) <= 1, (expr, result)
+    return float(result[0]["value"][1]) if result else None
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"{what}: not after {timeout:.0f} s"
+        time.sleep(2)
+
+
+def test_every_host_and_service_is_scraped(sandbox, prometheus):
+    expected = {("node", host["name"]) for host in sandbox.hosts}
+    for job, (_, group) in EXPORTER_PORTS.items():
+        if group:
+            expected |= {(job, host["name"]) for host in sandbox.hosts_in(group)}
+    expected |= {("site", host["name"]) for host in sandbox.hosts_in("edge")}
+
+    def all_up():
+        targets = requests.get(f"{prometheus}/api/v1/targets", timeout=10).json()["data"]
+        health = {(t["labels"]["job"], t["labels"]["instance"]): t["health"]
+                  for t in targets["activeTargets"]}  # fmt: skip
+        missing = expected - set(health)
+        assert not missing, f"not scraped at all: {sorted(missing)}"
+        return all(health[target] == "up" for target in expected) or print(health)
+
+    wait_for("every target up", all_up, timeout=90)
+
+
+def test_the_exporters_answer_the_monitor_host_only(sandbox, monitor):
+    """Another machine (the probe namespace) reaches no exporter, and the monitor host's own
+    Prometheus and Alertmanager listen on its loopback only."""
+    for job, (port, group) in EXPORTER_PORTS.items():
+        for host in sandbox.hosts_in(group) if group else sandbox.hosts:
+            reached = subprocess.run(
+                ["ip", "netns", "exec", sandbox.probe_netns, "curl", "-sS", "-o", "/dev/null",
+                 "--max-time", "3", f"http://{host['ip']}:{port}/metrics"],
+                capture_output=True, text=True, timeout=20,
+            )  # fmt: skip
+            assert reached.returncode != 0, f"{job} on {host['name']}:{port} answers the probe"
+    listening = sandbox.ssh(monitor, "sudo ss -Htlnp").stdout
+    for port in (9090, 9093, 9115):
+        sockets = [line for line in listening.splitlines() if f":{port} " in line]
+        assert sockets, (port, listening)
+        assert all(f"127.0.0.1:{port} " in line for line in sockets), sockets
+
+
+def test_the_metrics_measure_what_happens(sandbox, prometheus, browser):
+    marker = f"monitoring-{time.time_ns()}"
+    for _ in range(10):
+        assert browser.get(f"{sandbox.url}/", timeout=10).status_code == 200
+    # Distinct paths: the edge's microcache would answer repeats of one 404 itself.
+    for number in range(5):
+        assert browser.get(f"{sandbox.url}/{marker}-{number}", timeout=10).status_code == 404
+    edge, app = sandbox.edge["name"], sandbox.hosts_in("app")[0]["name"]
+
+    def counted():
+        at_edge = f'flaskstack_edge_requests_total{{instance="{edge}", status_class="4xx"}}'
+        in_app = (f'flaskstack_http_requests_total{{instance="{app}", endpoint="unmatched",'
+                  ' status="404"}')  # fmt: skip
+        return (value(prometheus, f"sum({at_edge})") or 0) >= 5 and (
+            value(prometheus, f"sum({in_app})") or 0
+        ) >= 5
+
+    wait_for("the 404s counted at the edge and in the app", counted, timeout=60)
+    buckets = f'flaskstack_edge_request_seconds_bucket{{instance="{edge}"}}'
+    p99 = value(prometheus, f"histogram_quantile(0.99, sum by (le) (rate({buckets}[5m])))")
+    assert p99 is not None and 0 < p99 < 30, p99
+    assert value(prometheus, "min(pg_up)") == 1
+    assert value(prometheus, "min(redis_up)") == 1
+    assert value(prometheus, f'probe_http_version{{job="site", instance="{edge}"}}') == 2
+    expiry = f'probe_ssl_earliest_cert_expiry{{instance="{edge}"}}'
+    days = value(prometheus, f"({expiry} - time()) / 86400")
+    assert days is not None and 14 < days <= 90, days
+    newest = "max(flaskstack_pgbackrest_last_backup_timestamp_seconds)"
+    backup_age = value(prometheus, f"time() - {newest}")
+    assert backup_age is not None and backup_age < 86400, backup_age
+    # The stage's earlier faults are over: nothing that pages a person fires.
+    firing = query(prometheus, 'ALERTS{alertstate="firing", severity="critical"}')
+    assert firing == [], [alert["metric"] for alert in firing]
+
+
+# ---- faults and the alerts they raise ------------------------------------------------------------
+
+
+class AlertSink:
+    """What the sandbox's alert sink recorded (one JSON object per line)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def records(self) -> list[dict]:
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+
+    def first(self, alertname: str, instance: str, status: str, since: float) -> float | None:
+        """When the webhook first heard of the alert in this status, after `since`."""
+        for record in self.records():
+            if record["via"] != "webhook" or record["received"] < since:
+                continue
+            for alert in (record.get("payload") or {}).get("alerts", []):
+                labels = alert["labels"]
+                if (labels.get("alertname"), labels.get("instance"), alert["status"]) == (
+                    alertname, instance, status,
+                ):  # fmt: skip
+                    return record["received"]
+        return None
+
+    def emailed(self, alertname: str, since: float) -> bool:
+        return any(
+            record["via"] == "email" and record["received"] >= since
+            and alertname in record["subject"]
+            for record in self.records()
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sink(sandbox) -> AlertSink:
+    return AlertSink(Path(sandbox.spec["alert_record"]))
+
+
+@pytest.fixture(scope="module")
+def alert_table(sandbox):
+    rows: list[tuple[str, str, float, float]] = []
+    yield rows
+    lines = [
+        "Alerts (fault injected → notification at the sink → repaired → resolved notification)",
+        f"{'fault':<44} {'alert':<24} {'fires after':>12} {'resolves after':>15}",
+    ]
+    lines += [f"{fault:<44} {alert:<24} {fired:>10.0f} s {resolved:>13.0f} s"
+              for fault, alert, fired, resolved in rows]  # fmt: skip
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    out = ROOT / ".build" / "e2e" / f"alerts-{sandbox.sandbox_id}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+
+
+class Fault:
+    def __init__(self, name: str, alert: str, host: dict, inject: Callable, repair: Callable):
+        self.name, self.alert, self.host_name = name, alert, host["name"]
+        self.inject, self.repair = inject, repair
+        self.injected = self.repaired = 0.0
+        self.fired: float | None = None
+        self.resolved: float | None = None
+
+
+def fire_bound(fault: Fault) -> float:
+    return FIRE_BOUND.get(fault.alert, DEFAULT_FIRE_BOUND)
+
+
+def run_round(sink: AlertSink, table: list, faults: list[Fault]) -> None:
+    """Inject every fault, wait for each alert at the sink, repair them all, wait for each
+    resolution; then check the bounds (after the repairs, whatever happened)."""
+    try:
+        for fault in faults:
+            fault.injected = time.time()
+            fault.inject()
+        deadline = time.time() + max(fire_bound(f) for f in faults) + 60
+        while time.time() < deadline and any(f.fired is None for f in faults):
+            for fault in faults:
+                if fault.fired is None:
+                    fault.fired = sink.first(fault.alert, fault.host_name, "firing", fault.injected)
+            time.sleep(2)
+    finally:
+        # In reverse: a repair may need what a later fault took away (a backup needs Postgres).
+        for fault in reversed(faults):
+            fault.repaired = time.time()
+            fault.repair()
+    deadline = time.time() + RESOLVE_BOUND + 60
+    while time.time() < deadline and any(f.resolved is None for f in faults if f.fired):
+        for fault in faults:
+            if fault.fired and fault.resolved is None:
+                fault.resolved = sink.first(
+                    fault.alert, fault.host_name, "resolved", fault.repaired
+                )
+        time.sleep(2)
+    for fault in faults:
+        fired = fault.fired - fault.injected if fault.fired else float("nan")
+        resolved = fault.resolved - fault.repaired if fault.resolved else float("nan")
+        table.append((fault.name, fault.alert, fired, resolved))
+    for fault in faults:
+        assert fault.fired, f"{fault.name}: no {fault.alert} at the sink"
+        assert fault.fired - fault.injected <= fire_bound(fault)
+        assert fault.resolved, f"{fault.name}: {fault.alert} never resolved at the sink"
+        assert fault.resolved - fault.repaired <= RESOLVE_BOUND
+        assert sink.emailed(fault.alert, fault.injected), f"no e-mail about {fault.alert}"
+
+
+def sh(sandbox, host: dict, command: str) -> Callable[[], None]:
+    return lambda: sandbox.ssh(host, command, timeout=300)
+
+
+# Not under /mnt, /run or /media: node_exporter leaves those out by default.
+FILL = "/srv/flaskstack-fill"
+
+
+def test_data_service_disk_and_backup_faults_alert_and_resolve(sandbox, sink, alert_table):
+    db = sandbox.hosts_in("db")[0]
+    cache = sandbox.hosts_in("cache")[0]
+    backup = sandbox.hosts_in("backup")[0]
+    # A disk past its threshold: a small filesystem of its own, filled to 95 %.
+    fill = (f"sudo mkdir -p {FILL} && sudo mount -t tmpfs -o size=64m flaskstack-fill {FILL}"
+            f" && sudo fallocate -l 61m {FILL}/fill")  # fmt: skip
+    unfill = f"sudo umount {FILL} && sudo rmdir {FILL}"
+    # A backup that fails: the repository's backup directory turns read-only under it (a failing
+    # disk remounted read-only); repaired by making it writable and taking the backup again.
+    backups = "/var/lib/pgbackrest/backup"
+    diff = "flaskstack-pgbackrest-backup@diff.service"
+    faults = [
+        Fault("disk filled past 90 % (a 64 MB tmpfs)", "DiskAlmostFull", db,
+              sh(sandbox, db, fill), sh(sandbox, db, unfill)),
+        Fault("base backup failing (repository read-only)", "BackupFailed", backup,
+              lambda: sandbox.ssh(backup, f"sudo mount --bind -o ro {backups} {backups}"
+                                  f" && sudo systemctl start {diff}", check=False),
+              lambda: sandbox.ssh(backup, f"sudo umount {backups} && sudo systemctl start {diff}")),
+        Fault("Postgres stopped", "PostgresDown", db,
+              sh(sandbox, db, "sudo systemctl stop postgresql@17-main"),
+              sh(sandbox, db, "sudo systemctl start postgresql@17-main")),
+        Fault("Redis stopped", "RedisDown", cache,
+              sh(sandbox, cache, "sudo systemctl stop redis-server"),
+              sh(sandbox, cache, "sudo systemctl start redis-server")),
+    ]  # fmt: skip
+    run_round(sink, alert_table, faults)
+
+
+def test_the_site_down_alerts_and_resolves(sandbox, sink, alert_table, browser):
+    app = sandbox.hosts_in("app")[0]
+    stop = "sudo systemctl stop flaskstack-web.socket flaskstack-web.service"
+    start = "sudo systemctl start flaskstack-web.socket flaskstack-web.service"
+    run_round(sink, alert_table, [
+        Fault("the app's socket down", "SiteDown", sandbox.edge, sh(sandbox, app, stop),
+              sh(sandbox, app, start)),
+    ])  # fmt: skip
+    assert browser.get(f"{sandbox.url}/", timeout=10).status_code == 200
+
+
+def test_a_host_powered_off_alerts_once_and_resolves(sandbox, sink, alert_table, browser):
+    host = sandbox.hosts_in("db")[0]
+    since = time.time()
+    run_round(sink, alert_table, [
+        Fault(f"host {host['name']} powered off", "HostDown", host,
+              lambda: sandbox.cli("stop", host["name"]),
+              lambda: sandbox.cli("start", host["name"])),
+    ])  # fmt: skip
+    # Inhibited: the services on the host that was down said nothing of their own.
+    for alert in ("PostgresDown", "RedisDown", "SiteDown"):
+        assert sink.first(alert, host["name"], "firing", since) is None, alert
+    wait_for("the site back", lambda: browser.get(f"{sandbox.url}/", timeout=10).ok, timeout=120)
