@@ -161,6 +161,10 @@ restore: venv ## Restore to TIME='…+00' (or the newest write; BACKUP=…dump: 
 monitor: venv ## The dashboard and alerts through an SSH tunnel to the monitor host: make monitor INVENTORY=… [PORT=9090]
 	@INVENTORY="$(or $(INVENTORY),$(SANDBOX_INVENTORY))" deploy/monitor.sh $(PORT)
 
+.PHONY: status
+status: venv ## The stack on one screen: hosts, firing alerts, traffic, p99, certificates, backups (INVENTORY=…)
+	@INVENTORY="$(or $(INVENTORY),$(SANDBOX_INVENTORY))" deploy/monitor.sh --status
+
 .PHONY: audit
 audit: venv ## Host audits: Lynis, ssh-audit and systemd-analyze security on every host, one table (INVENTORY=…)
 	@INVENTORY="$(or $(INVENTORY),$(SANDBOX_INVENTORY))" deploy/audit.sh

@@ -4,9 +4,12 @@
 # login user forward to those two ports and nothing else.
 #
 #   INVENTORY=ansible/inventories/production deploy/monitor.sh [LOCAL_PORT]
+#   INVENTORY=ansible/inventories/production deploy/monitor.sh --status
 #
 # Prints the URLs and holds the tunnel until Ctrl-C. LOCAL_PORT (default 9090) takes Prometheus,
-# the next port Alertmanager.
+# the next port Alertmanager. --status (`make status`): the stack on one screen
+# (deploy/status_report.py) through a tunnel of its own, closed afterwards; exits 1 when a host
+# is down or a critical alert fires.
 set -euo pipefail
 
 ops_command=monitor
@@ -15,7 +18,14 @@ ops_command=monitor
 source "$(dirname "${BASH_SOURCE[0]}")/ops-common.sh"
 require_inventory "make monitor INVENTORY=ansible/inventories/<name>"
 find_ansible_playbook
-local_port="${1:-9090}"
+status=false
+if [[ "${1:-}" == --status ]]; then
+  status=true
+  # A free port of this machine for the tunnel.
+  local_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+else
+  local_port="${1:-9090}"
+fi
 
 # The monitor host and how Ansible reaches it (address, user, key, port, options), from the
 # inventory as Ansible resolves it.
@@ -48,6 +58,20 @@ ssh_argv=(ssh -N -o ExitOnForwardFailure=yes -p "$port")
 ssh_argv+=(-L "127.0.0.1:${local_port}:127.0.0.1:${prometheus}")
 ssh_argv+=(-L "127.0.0.1:$((local_port + 1)):127.0.0.1:${alertmanager}")
 ssh_argv+=("${user:+$user@}$address")
+
+if $status; then
+  "${ssh_argv[@]}" 2>/dev/null &
+  tunnel=$!
+  trap 'kill "$tunnel" 2>/dev/null' EXIT
+  for _ in $(seq 100); do
+    curl -fsS --noproxy '*' -o /dev/null "http://127.0.0.1:${local_port}/-/ready" 2>/dev/null && break
+    kill -0 "$tunnel" 2>/dev/null || die "the SSH tunnel to $name ($address) failed"
+    sleep 0.2
+  done
+  echo "==> the stack as the monitor host $name sees it"
+  python3 "$repo_dir/deploy/status_report.py" "http://127.0.0.1:${local_port}"
+  exit $?
+fi
 
 echo "==> tunnel to the monitor host $name ($address); Ctrl-C closes it"
 echo "  dashboard:    http://127.0.0.1:${local_port}/consoles/flaskstack.html"

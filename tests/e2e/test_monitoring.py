@@ -22,7 +22,7 @@ import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
-PROMETHEUS_PORT = 9090
+CHROMIUM = "/usr/bin/chromium"  # Debian's (tests/debian-packages.txt)
 # From the moment a fault starts: the rule's `for`, a scrape and an evaluation (15 s each),
 # Alertmanager's group_wait (30 s). To resolve: a scrape, an evaluation, its group_interval (1 m).
 FIRE_BOUND = {"DiskAlmostFull": 240}
@@ -165,6 +165,72 @@ def test_the_metrics_measure_what_happens(sandbox, prometheus, browser):
     assert firing == [], [alert["metric"] for alert in firing]
 
 
+# The dashboard's graphs, in the order the page shows them (its console template:
+# ansible/roles/monitoring/files/consoles/flaskstack.html).
+GRAPHS = ("edge-requests", "edge-errors", "edge-latency", "app-requests", "app-latency",
+          "host-cpu", "host-memory", "host-disk", "postgres", "redis", "certificates",
+          "backups")  # fmt: skip
+
+
+def test_the_dashboard_shows_the_stack_in_a_browser(sandbox, prometheus):
+    """Debian's Chromium, driven by Playwright, opens the dashboard through `make monitor`'s
+    tunnel: the page loads without a script error, every graph draws data, every host is
+    listed as up. Its screenshot is kept in .build/e2e/dashboard.png."""
+    from playwright.sync_api import sync_playwright
+
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        # As root (the test machine), Chromium runs only without its own sandbox.
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+
+            def failed(answer) -> None:
+                if answer.status >= 400 and not answer.url.endswith("favicon.ico"):
+                    problems.append(f"{answer.status} {answer.url}")
+
+            page.on("response", failed)
+            answer = page.goto(f"{prometheus}/consoles/flaskstack.html", wait_until="networkidle")
+            assert answer is not None and answer.status == 200
+            for graph in GRAPHS:
+                # A drawn line: Rickshaw's SVG path with points in it.
+                page.wait_for_function(
+                    """id => [...document.querySelectorAll(`#${id} svg path`)]
+                              .some(path => (path.getAttribute("d") || "").length > 20)""",
+                    arg=graph, timeout=30_000,
+                )  # fmt: skip
+            hosts = page.inner_text("#hosts")
+            for host in sandbox.hosts:
+                assert f"{host['name']}\tup" in hosts, hosts
+            out = ROOT / ".build" / "e2e" / "dashboard.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(out), full_page=True)
+        finally:
+            browser.close()
+    assert problems == [], problems
+
+
+def make_status(sandbox) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(ROOT / "deploy" / "monitor.sh"), "--status"],
+        env={**os.environ, "INVENTORY": sandbox.spec["inventory"]}, cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_make_status_shows_the_stack_on_one_screen(sandbox):
+    status = make_status(sandbox)
+    print(status.stdout)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "healthy" in status.stdout and "none firing" in status.stdout
+    for host in sandbox.hosts:
+        assert f"{host['name']} up" in status.stdout
+    assert "req/s at the edge" in status.stdout and "p99" in status.stdout
+    assert f"{sandbox.edge['name']} " in status.stdout.split("certs")[1]
+    assert "newest base backup" in status.stdout and "min ago" in status.stdout
+
+
 # ---- faults and the alerts they raise ------------------------------------------------------------
 
 
@@ -233,9 +299,11 @@ def fire_bound(fault: Fault) -> float:
     return FIRE_BOUND.get(fault.alert, DEFAULT_FIRE_BOUND)
 
 
-def run_round(sink: AlertSink, table: list, faults: list[Fault]) -> None:
-    """Inject every fault, wait for each alert at the sink, repair them all, wait for each
-    resolution; then check the bounds (after the repairs, whatever happened)."""
+def run_round(
+    sink: AlertSink, table: list, faults: list[Fault], while_firing: Callable | None = None
+) -> None:
+    """Inject every fault, wait for each alert at the sink (then call while_firing), repair them
+    all, wait for each resolution; then check the bounds (after the repairs, whatever happened)."""
     try:
         for fault in faults:
             fault.injected = time.time()
@@ -246,6 +314,8 @@ def run_round(sink: AlertSink, table: list, faults: list[Fault]) -> None:
                 if fault.fired is None:
                     fault.fired = sink.first(fault.alert, fault.host_name, "firing", fault.injected)
             time.sleep(2)
+        if while_firing and all(fault.fired for fault in faults):
+            while_firing()
     finally:
         # In reverse: a repair may need what a later fault took away (a backup needs Postgres).
         for fault in reversed(faults):
@@ -279,6 +349,29 @@ def sh(sandbox, host: dict, command: str) -> Callable[[], None]:
 FILL = "/srv/flaskstack-fill"
 
 
+def force_rsa_certificate_near_expiry(sandbox, edge: dict) -> tuple[Callable, Callable]:
+    """The edge serves an RSA certificate with 5 days left (a self-signed one bind-mounted over
+    the RSA lineage's files, which stay untouched); its expiry check runs as its timer would.
+    Repaired by unmounting, reloading nginx and checking again."""
+    live = f"/etc/letsencrypt/live/{sandbox.domain}-rsa"
+    fake = "/run/flaskstack-fake-rsa"
+    names = f"DNS:{sandbox.domain},DNS:www.{sandbox.domain}"
+    check = "sudo systemctl start flaskstack-cert-expiry.service"
+    inject = (
+        f"sudo mkdir -p {fake} && sudo openssl req -x509 -newkey rsa:2048 -nodes -days 5"
+        f" -subj /CN={sandbox.domain} -addext subjectAltName={names}"
+        f" -keyout {fake}/privkey.pem -out {fake}/fullchain.pem 2>/dev/null"
+        f" && sudo mount --bind {fake}/fullchain.pem {live}/fullchain.pem"
+        f" && sudo mount --bind {fake}/privkey.pem {live}/privkey.pem"
+        f" && sudo systemctl reload nginx && ({check} || true)"
+    )
+    repair = (
+        f"sudo umount {live}/fullchain.pem {live}/privkey.pem && sudo rm -r {fake}"
+        f" && sudo systemctl reload nginx && {check}"
+    )
+    return sh(sandbox, edge, inject), sh(sandbox, edge, repair)
+
+
 def test_data_service_disk_and_backup_faults_alert_and_resolve(sandbox, sink, alert_table):
     db = sandbox.hosts_in("db")[0]
     cache = sandbox.hosts_in("cache")[0]
@@ -292,6 +385,8 @@ def test_data_service_disk_and_backup_faults_alert_and_resolve(sandbox, sink, al
     backups = "/var/lib/pgbackrest/backup"
     diff = "flaskstack-pgbackrest-backup@diff.service"
     faults = [
+        Fault("the RSA certificate forced to 5 days left", "CertificateExpiringSoon",
+              sandbox.edge, *force_rsa_certificate_near_expiry(sandbox, sandbox.edge)),
         Fault("disk filled past 90 % (a 64 MB tmpfs)", "DiskAlmostFull", db,
               sh(sandbox, db, fill), sh(sandbox, db, unfill)),
         Fault("base backup failing (repository read-only)", "BackupFailed", backup,
@@ -322,11 +417,15 @@ def test_the_site_down_alerts_and_resolves(sandbox, sink, alert_table, browser):
 def test_a_host_powered_off_alerts_once_and_resolves(sandbox, sink, alert_table, browser):
     host = sandbox.hosts_in("db")[0]
     since = time.time()
+    seen: list[subprocess.CompletedProcess] = []
     run_round(sink, alert_table, [
         Fault(f"host {host['name']} powered off", "HostDown", host,
               lambda: sandbox.cli("stop", host["name"]),
               lambda: sandbox.cli("start", host["name"])),
-    ])  # fmt: skip
+    ], while_firing=lambda: seen.append(make_status(sandbox)))  # fmt: skip
+    # `make status` said so meanwhile, and failed.
+    assert seen and seen[0].returncode == 1, seen
+    assert f"{host['name']} DOWN" in seen[0].stdout and "HostDown" in seen[0].stdout
     # Inhibited: the services on the host that was down said nothing of their own.
     for alert in ("PostgresDown", "RedisDown", "SiteDown"):
         assert sink.first(alert, host["name"], "firing", since) is None, alert
