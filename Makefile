@@ -66,7 +66,7 @@ lint: deps venv ## Run the linters (ruff, shellcheck, yamllint, ansible-lint, sq
 	@echo "==> ansible-lint"; cd ansible && ansible-lint -q
 	@echo "==> squawk (every migration, as SQL)"; python -m tools.lint_migrations
 	@echo "==> promtool (the alert rules, and their unit tests)"
-	@$(MONITORING_TOOLS)/promtool check rules ansible/roles/monitoring/files/rules/*.yml
+	@$(MONITORING_TOOLS)/promtool check rules --lint-fatal ansible/roles/monitoring/files/rules/*.yml
 	@$(MONITORING_TOOLS)/promtool test rules tests/monitoring/*.test.yml
 
 .PHONY: test
@@ -192,6 +192,9 @@ compose-app: venv ## Another app for Compose: its release at .build/compose/app 
 down: ## Stop the Compose stack (data volumes stay; docker compose down -v deletes them)
 	@docker compose down
 
+# With an inventory: every host's journal, merged, from the monitor host; without: Compose's.
 .PHONY: logs
-logs: ## Follow the Compose stack's logs
-	@docker compose logs --follow --tail=100
+logs: ## Every host's journal from the monitor host: make logs INVENTORY=… [UNIT=…] [SINCE=-1h]; no INVENTORY: follow Compose's
+	@if [[ -n "$(INVENTORY)" ]]; then \
+	  INVENTORY="$(INVENTORY)" deploy/monitor.sh --logs "$(UNIT)" "$(SINCE)"; \
+	else docker compose logs --follow --tail=100; fi

@@ -5,11 +5,14 @@
 #
 #   INVENTORY=ansible/inventories/production deploy/monitor.sh [LOCAL_PORT]
 #   INVENTORY=ansible/inventories/production deploy/monitor.sh --status
+#   INVENTORY=ansible/inventories/production deploy/monitor.sh --logs [UNIT] [SINCE]
 #
 # Prints the URLs and holds the tunnel until Ctrl-C. LOCAL_PORT (default 9090) takes Prometheus,
 # the next port Alertmanager. --status (`make status`): the stack on one screen
 # (deploy/status_report.py) through a tunnel of its own, closed afterwards; exits 1 when a host
-# is down or a critical alert fires.
+# is down or a critical alert fires. --logs (`make logs`): every host's journal as the monitor
+# host received it, merged in time order, each line naming its host; UNIT (e.g.
+# flaskstack-web.service) narrows it, SINCE (journalctl's --since; default -1h) starts it.
 set -euo pipefail
 
 ops_command=monitor
@@ -19,7 +22,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/ops-common.sh"
 require_inventory "make monitor INVENTORY=ansible/inventories/<name>"
 find_ansible_playbook
 status=false
-if [[ "${1:-}" == --status ]]; then
+logs=false
+if [[ "${1:-}" == --logs ]]; then
+  logs=true
+  unit="${2:-}" since="${3:--1h}"
+  local_port=0
+elif [[ "${1:-}" == --status ]]; then
   status=true
   # A free port of this machine for the tunnel.
   local_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
@@ -51,13 +59,24 @@ print(shlex.join([
 eval "set -- $connection"
 name="$1" address="$2" user="$3" key="$4" port="$5" common_args="$6" prometheus="$7" alertmanager="$8"
 
-ssh_argv=(ssh -N -o ExitOnForwardFailure=yes -p "$port")
+ssh_argv=(ssh -p "$port")
 [[ -n "$key" ]] && ssh_argv+=(-i "$key")
 # shellcheck disable=SC2206 # the inventory's options, split as Ansible splits them
 [[ -n "$common_args" ]] && ssh_argv+=($common_args)
+destination="${user:+$user@}$address"
+
+if $logs; then
+  # journalctl on the monitor host, over what systemd-journal-remote keeps (roles/logs).
+  command=(sudo -n journalctl --directory=/var/log/journal/remote --no-pager --output=short-iso
+    --since="$since")
+  [[ -n "$unit" ]] && command+=(--unit="$unit")
+  exec "${ssh_argv[@]}" -T "$destination" "$(printf '%q ' "${command[@]}")"
+fi
+
+ssh_argv+=(-N -o ExitOnForwardFailure=yes)
 ssh_argv+=(-L "127.0.0.1:${local_port}:127.0.0.1:${prometheus}")
 ssh_argv+=(-L "127.0.0.1:$((local_port + 1)):127.0.0.1:${alertmanager}")
-ssh_argv+=("${user:+$user@}$address")
+ssh_argv+=("$destination")
 
 if $status; then
   "${ssh_argv[@]}" 2>/dev/null &

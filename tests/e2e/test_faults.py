@@ -46,6 +46,7 @@ UNITS = {
         "flaskstack-pgbackrest-diff.timer",
     ],
     "monitor": [
+        "systemd-journal-remote.socket",
         "prometheus.service",
         "prometheus-alertmanager.service",
         "prometheus-blackbox-exporter.service",
@@ -530,7 +531,7 @@ def test_a_reboot_brings_every_service_back_and_loses_no_write(sandbox, load, ta
     for host in sandbox.hosts:
         units = [unit for group in host["groups"] for unit in UNITS[group]]
         if sandbox.hosts_in("monitor"):
-            units += ["prometheus-node-exporter.service"]
+            units += ["prometheus-node-exporter.service", "systemd-journal-upload.service"]
             units += [unit for group in host["groups"] for unit in EXPORTER_UNITS.get(group, [])]
         active = sandbox.ssh(host, "systemctl is-active " + " ".join(units), check=False)
         enabled = sandbox.ssh(host, "systemctl is-enabled " + " ".join(units), check=False)

@@ -123,6 +123,13 @@ def test_the_exporters_answer_the_monitor_host_only(sandbox, monitor):
                 capture_output=True, text=True, timeout=20,
             )  # fmt: skip
             assert reached.returncode != 0, f"{job} on {host['name']}:{port} answers the probe"
+    # Nor the monitor host's journal receiver (the inventory's hosts only).
+    reached = subprocess.run(
+        ["ip", "netns", "exec", sandbox.probe_netns, "curl", "-sS", "-o", "/dev/null", "-k",
+         "--max-time", "3", f"https://{monitor['ip']}:19532/"],
+        capture_output=True, text=True, timeout=20,
+    )  # fmt: skip
+    assert reached.returncode != 0, "the journal receiver answers the probe"
     listening = sandbox.ssh(monitor, "sudo ss -Htlnp").stdout
     for port in (9090, 9093, 9115):
         sockets = [line for line in listening.splitlines() if f":{port} " in line]
@@ -229,6 +236,48 @@ def test_make_status_shows_the_stack_on_one_screen(sandbox):
     assert "req/s at the edge" in status.stdout and "p99" in status.stdout
     assert f"{sandbox.edge['name']} " in status.stdout.split("certs")[1]
     assert "newest base backup" in status.stdout and "min ago" in status.stdout
+
+
+def make_logs(sandbox, unit: str = "", since: str = "-10min") -> str:
+    logs = subprocess.run(
+        [str(ROOT / "deploy" / "monitor.sh"), "--logs", unit, since],
+        env={**os.environ, "INVENTORY": sandbox.spec["inventory"]}, cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert logs.returncode == 0, logs.stderr
+    return logs.stdout
+
+
+def test_every_hosts_journal_reaches_the_monitor_host(sandbox):
+    marker = f"flaskstack-e2e-{time.time_ns()}"
+    for host in sandbox.hosts:
+        sandbox.ssh(host, f"logger -t flaskstack-e2e {marker}-{host['name']}")
+
+    def all_arrived():
+        merged = make_logs(sandbox, since="-5min").splitlines()
+        return all(
+            any(f" {host['name']} flaskstack-e2e" in line and f"{marker}-{host['name']}" in line
+                for line in merged)
+            for host in sandbox.hosts
+        )  # fmt: skip
+
+    wait_for("every host's line in make logs", all_arrived, timeout=60)
+
+
+def test_one_request_is_followed_from_the_edge_to_the_app_in_the_central_logs(sandbox, browser):
+    answer = browser.get(f"{sandbox.url}/follow-me-{time.time_ns()}", timeout=10)
+    assert answer.status_code == 404
+    request_id = answer.headers["X-Request-ID"]
+    assert f"rid={request_id}" in sandbox.nginx_log_lines(request_id)
+    app = sandbox.hosts_in("app")[0]["name"]
+
+    def in_app_log():
+        lines = make_logs(sandbox, unit="flaskstack-web.service", since="-5min")
+        return [line for line in lines.splitlines() if f"rid={request_id}" in line]
+
+    found = wait_for("the app's line for the request in make logs", in_app_log, timeout=60)
+    assert len(found) == 1 and f" {app} flaskstack-web" in found[0], found
+    assert '" 404 ' in found[0], found
 
 
 # ---- faults and the alerts they raise ------------------------------------------------------------

@@ -184,6 +184,12 @@ def test_the_exporters_open_to_the_monitor_host_only(tmp_path):
             ("app-metrics", "app_metrics_port"),
         ]
     }
-    # The monitor host scrapes itself over loopback: nothing of it opens to anyone.
-    assert shown["watch1"]["msg"]["firewall"]["private_tcp"] == []
+    # The monitor host scrapes itself over loopback; it admits the hosts' journals.
+    assert shown["watch1"]["msg"]["firewall"]["private_tcp"] == [
+        {
+            "name": "journal-remote",
+            "port": SHARED["journal_remote_port"],
+            "sources": ["203.0.113.20"],
+        }
+    ]
     assert shown["watch1"]["msg"]["firewall"]["public_tcp"] == [22]
