@@ -85,6 +85,10 @@ test-e2e: deps venv ## Deploy to a fresh single-host sandbox, check it from outs
 test-e2e-multi: deps venv ## The same on 1 edge + 2 app + 1 db/cache hosts, with an app host failing
 	@tools/run-e2e.sh multi
 
+.PHONY: test-e2e-ha
+test-e2e-ha: deps venv ## The high-availability topology (Patroni, Sentinel) and its fault suite; not yet in make test
+	@tools/run-e2e.sh ha
+
 .PHONY: test-bench-smoke
 test-bench-smoke: deps venv ## A short run of make bench, so the benchmark never rots (no timing gate)
 	@echo "==> make bench, smoke mode"
@@ -104,9 +108,11 @@ SANDBOX_JSON := $(if $(filter 0,$(SANDBOX_ID)),.sandbox,.sandbox-$(SANDBOX_ID))/
 SANDBOX_INVENTORY = $(shell python3 -c 'import json; print(json.load(open("$(SANDBOX_JSON)"))["inventory"])' 2>/dev/null || echo ansible/inventories/sandbox)
 
 .PHONY: demo
-demo: venv ## Start the sandbox (TOPOLOGY=single|multi) and deploy the stack to it (APP=another app)
+demo: venv ## Start the sandbox (TOPOLOGY=single|multi|ha) and deploy the stack to it (APP=another app)
 	@tools/sandbox/sandbox.sh up $(TOPOLOGY)
-	@INVENTORY="$(SANDBOX_INVENTORY)" deploy/deploy.sh
+	@# Read after the sandbox is up: make expands a recipe before it runs the first line.
+	@INVENTORY="$$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["inventory"])' \
+	  "$(SANDBOX_JSON)")" deploy/deploy.sh
 	@tools/sandbox/sandbox.sh summary
 
 .PHONY: demo-down
@@ -147,6 +153,18 @@ certs: venv ## Expiry of the certificates the edge serves (INVENTORY=…, defaul
 .PHONY: backup
 backup: venv ## Back up the database now and copy it to backups/<inventory>/: make backup INVENTORY=…
 	@INVENTORY="$(INVENTORY)" deploy/backup.sh
+
+.PHONY: switchover
+switchover: venv ## Move a Patroni cluster's primary to another member: make switchover INVENTORY=… [CANDIDATE=host]
+	@INVENTORY="$(INVENTORY)" deploy/switchover.sh $(if $(CANDIDATE),-e switchover_candidate=$(CANDIDATE))
+
+.PHONY: drain
+drain: venv ## Take an app or edge host out of rotation, no request lost: make drain INVENTORY=… HOST=host
+	@INVENTORY="$(INVENTORY)" deploy/drain.sh drained "$(HOST)"
+
+.PHONY: undrain
+undrain: venv ## Put a drained host back in rotation: make undrain INVENTORY=… HOST=host
+	@INVENTORY="$(INVENTORY)" deploy/drain.sh in_rotation "$(HOST)"
 
 .PHONY: backups
 backups: venv ## List the off-host pgBackRest repository (backups, newest WAL, recovery window): make backups INVENTORY=…

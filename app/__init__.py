@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 import socket
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from flask.json.provider import DefaultJSONProvider
 from sqlalchemy.exc import DBAPIError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import sessions, templating
+from app import primary_change, sessions, templating
 from app.config import ConfigError, load_settings
 from app.extensions import (
     READ_ONLY_METHODS,
@@ -61,25 +62,34 @@ class JSONProvider(DefaultJSONProvider):
 
 
 class FlaskStack(Flask):
-    """Flask, retrying a read-only request's view once when its pooled database connection
-    turns out to be dead (Postgres restarted or went away, and nothing told the pool): the
-    failed statement invalidated the pool, so the retry runs on a new connection. A GET
-    changes nothing (the read-only engine refuses writes), so running its view twice is safe;
-    if Postgres is still down, the retry fails to connect at once and the answer is a 503."""
+    """Flask, running a view again when its database work failed in a way that another run
+    mends (app/primary_change.py): a pooled connection turned out dead (Postgres restarted or
+    went away, or the primary changed, and nothing told the pool), or for a moment no server
+    accepts writes (a switchover). Nothing was committed, so another run is safe for a POST as
+    for a GET; the session is rolled back first, and the pool was renewed. The runs wait for a
+    primary with backoff, bounded by PRIMARY_CHANGE_WAIT_S; an outage (no server answers)
+    still gets its 503 at once."""
 
     json_provider_class = JSONProvider
 
     def dispatch_request(self):
-        if not g.get("db_read_only"):
-            return super().dispatch_request()
-        try:
-            return super().dispatch_request()
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-            log.warning("dead database connection, retrying once: %s", str(exc.orig).strip())
-            db.session.rollback()
-            return super().dispatch_request()
+        with primary_change.request_budget():
+            attempt = 0
+            while True:
+                try:
+                    return super().dispatch_request()
+                except DBAPIError as exc:
+                    delay = primary_change.rerun_delay(exc, attempt)
+                    if delay is None:
+                        raise
+                    log.warning(
+                        "database: %s; running the view again%s",
+                        " ".join(str(exc.orig).split()),
+                        f" in {delay:.2f} s" if delay else "",
+                    )
+                    db.session.rollback()
+                    time.sleep(delay)
+                    attempt += 1
 
 
 class RequestIdFilter(logging.Filter):
@@ -140,6 +150,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
 
     db.init_app(app)
     init_read_only_engine(app)
+    primary_change.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     csrf.init_app(app)
     limiter.init_app(app)

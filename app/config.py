@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from datetime import timedelta
 from urllib.parse import unquote, urlsplit
 
+from app.redis_connection import limits_storage_options, parse_sentinel_url
+
 ENVIRONMENTS = ("production", "development", "testing")
 
 # Values people copy from examples; none of them may guard a production deployment.
@@ -41,9 +43,21 @@ MIN_SECRET_KEY_LENGTH = 32
 
 # Postgres guard rails: a runaway query is cancelled instead of tying up a worker.
 STATEMENT_TIMEOUT_MS = 5000
-DB_CONNECT_TIMEOUT_S = 3
+# libpq's smallest; with several hosts it applies to each, so a dead one first costs this much.
+DB_CONNECT_TIMEOUT_S = 2
+# A server that vanished (its host powered off: no reset ever comes) is given up on after this
+# long without an acknowledgement or a keepalive answer, instead of holding the worker until
+# gunicorn kills it; the request then finds the new primary (app/primary_change.py).
+DB_DEAD_PEER_TIMEOUT_MS = 6000
+# How long a request waits for a read-write Postgres server while the primary changes before it
+# answers 503 (app/primary_change.py): a switchover leaves no primary for a few seconds, and the
+# wait plus one more attempt must end inside gunicorn's timeout (test_timeouts_in_order.py).
+PRIMARY_CHANGE_WAIT_S = 15.0
 # Redis guard rails: a dead or unreachable Redis must fail fast, not hang a request.
 REDIS_SOCKET_TIMEOUT_S = 2.0
+# Through Sentinels, how long a Redis command may wait for a failover to end before the request
+# gets its 503 (app/redis_connection.py).
+REDIS_FAILOVER_WAIT_S = 5.0
 
 
 # The bind key of the engine that GET and HEAD requests use (app/extensions.py).
@@ -86,11 +100,41 @@ def _url_password(url: str) -> str:
 
 
 def sqlalchemy_url(database_url: str) -> str:
-    """Pin the psycopg2 driver: SQLAlchemy 2.1 maps plain `postgresql://` to psycopg 3."""
+    """Pin the psycopg2 driver: SQLAlchemy 2.1 maps plain `postgresql://` to psycopg 3.
+
+    libpq's URL for several servers (`postgresql://user:pw@h1:5432,h2:5432/db?…`, which psql,
+    pg_dump and other clients read too) is beyond SQLAlchemy's URL parser: its hosts move to
+    libpq's query form, `postgresql+psycopg2://user:pw@/db?host=h1,h2&port=5432,5432&…`, which
+    SQLAlchemy hands to psycopg2 as the same `host` and `port` lists. (Its other query form,
+    `host=h1:5432&host=h2:5432`, splits at every colon and so cannot carry IPv6 addresses.)
+    """
     for scheme in ("postgresql://", "postgres://"):
         if database_url.startswith(scheme):
-            return "postgresql+psycopg2://" + database_url[len(scheme) :]
-    return database_url
+            database_url = "postgresql+psycopg2://" + database_url[len(scheme) :]
+            break
+    return _hosts_in_query(database_url)
+
+
+def _hosts_in_query(url: str) -> str:
+    """A multi-host URL with its hosts and ports moved into the query; any other unchanged."""
+    scheme, separator, rest = url.partition("://")
+    netloc_end = min((i for i in map(rest.find, "/?") if i >= 0), default=len(rest))
+    userinfo, at, hostlist = rest[:netloc_end].rpartition("@")
+    if not separator or "," not in hostlist:
+        return url
+    hosts, ports = [], []
+    for entry in hostlist.split(","):
+        if entry.startswith("["):  # an IPv6 address: [2001:db8::1]:5432
+            host, _, port = entry[1:].partition("]")
+            port = port.removeprefix(":")
+        else:
+            host, _, port = entry.partition(":")
+        hosts.append(host)
+        ports.append(port)
+    path, _, query = rest[netloc_end:].partition("?")
+    location = [f"host={','.join(hosts)}", *([f"port={','.join(ports)}"] if any(ports) else [])]
+    query = "&".join([*location, *([query] if query else [])])
+    return f"{scheme}://{userinfo}{at}{path or '/'}?{query}"
 
 
 def engine_options(read_only: bool) -> dict:
@@ -103,13 +147,12 @@ def engine_options(read_only: bool) -> dict:
     The read-only engine serves GET and HEAD requests, most of the traffic, without a round
     trip that does no work: its connections are in autocommit (no BEGIN, no ROLLBACK at the
     end of the request) and read-only in Postgres itself (a write in a GET view fails loudly
-    instead of committing half of something), and a dead pooled connection is detected without
-    pre-ping, by a look at its socket (app/extensions.py) and, failing that, by retrying the
-    view once (`FlaskStack` in app/__init__.py).
+    instead of committing half of something; set once each connection is made, in
+    app/extensions.py, since libpq's target_session_attrs=read-write refuses a session that
+    starts read-only), and a dead pooled connection is detected without pre-ping, by a look at
+    its socket (app/extensions.py) and, failing that, by running the view again (`FlaskStack`
+    in app/__init__.py).
     """
-    options = [f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"]
-    if read_only:
-        options.append("-c default_transaction_read_only=on")
     return {
         "pool_pre_ping": not read_only,
         "pool_size": 5,
@@ -119,17 +162,39 @@ def engine_options(read_only: bool) -> dict:
         **({"isolation_level": "AUTOCOMMIT"} if read_only else {}),
         "connect_args": {
             "connect_timeout": DB_CONNECT_TIMEOUT_S,
-            "options": " ".join(options),
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 1,
+            "keepalives_count": 3,
+            "tcp_user_timeout": DB_DEAD_PEER_TIMEOUT_MS,
+            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
             "application_name": "flaskstack-ro" if read_only else "flaskstack",
         },
     }
 
 
 def limiter_storage_uri(redis_url: str) -> str:
-    """The `limits` library spells Redis unix sockets `redis+unix://`."""
+    """The `limits` library spells Redis unix sockets `redis+unix://`; a Sentinel URL goes
+    without its credentials, which `limiter_storage_options` passes decoded."""
+    sentinel = parse_sentinel_url(redis_url)
+    if sentinel is not None:
+        return sentinel.limits_uri()
     if redis_url.startswith("unix://"):
         return "redis+unix://" + redis_url[len("unix://") :]
     return redis_url
+
+
+def limiter_storage_options(redis_url: str) -> dict:
+    """RATELIMIT_STORAGE_OPTIONS: the app's own Redis timeouts, and through Sentinels its
+    credentials and failover handling."""
+    return limits_storage_options(redis_url, REDIS_SOCKET_TIMEOUT_S, REDIS_FAILOVER_WAIT_S)
+
+
+def _check_redis_url(redis_url: str) -> None:
+    try:
+        parse_sentinel_url(redis_url)
+    except ValueError as exc:
+        raise ConfigError(f"REDIS_URL: {exc}") from None
 
 
 def log_level(env: Mapping[str, str]) -> str:
@@ -179,6 +244,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict:
 
     database_url = env.get("DATABASE_URL") or "postgresql://flaskstack@127.0.0.1:5432/flaskstack"
     redis_url = env.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    _check_redis_url(redis_url)
     session_lifetime = _int(env, "SESSION_LIFETIME", 14 * 24 * 3600, minimum=60)
     site_url = (env.get("SITE_URL") or "http://127.0.0.1:8000").rstrip("/")
 
@@ -226,10 +292,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> dict:
         "WTF_CSRF_SSL_STRICT": production,
         # Rate limits, counted in Redis so every gunicorn worker and app host shares them.
         "RATELIMIT_STORAGE_URI": limiter_storage_uri(redis_url),
-        "RATELIMIT_STORAGE_OPTIONS": {
-            "socket_connect_timeout": REDIS_SOCKET_TIMEOUT_S,
-            "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
-        },
+        "RATELIMIT_STORAGE_OPTIONS": limiter_storage_options(redis_url),
         "RATELIMIT_KEY_PREFIX": "flaskstack:limit",
         "RATELIMIT_HEADERS_ENABLED": True,
         "RATELIMIT_ENABLED": _bool(env.get("RATELIMIT_ENABLED"), default=True),

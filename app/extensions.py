@@ -15,11 +15,10 @@ from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as FlaskSQLAlchemySession
 from flask_wtf.csrf import CSRFProtect
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.retry import Retry
 from sqlalchemy.orm import DeclarativeBase
 
-from app.config import READ_ONLY_BIND, REDIS_SOCKET_TIMEOUT_S
+from app import redis_connection
+from app.config import READ_ONLY_BIND, REDIS_FAILOVER_WAIT_S, REDIS_SOCKET_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,10 @@ class Session(FlaskSQLAlchemySession):
         return super().get_bind(mapper=mapper, clause=clause, bind=bind, **kwargs)
 
 
-db = SQLAlchemy(model_class=Base, session_options={"class_": Session})
+# After a commit a view answers from the objects it wrote instead of reading them back: a round
+# trip less per write, and a primary change that ends the session right after the commit cannot
+# fail a request whose write is done (app/primary_change.py).
+db = SQLAlchemy(model_class=Base, session_options={"class_": Session, "expire_on_commit": False})
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
@@ -51,18 +53,9 @@ limiter = Limiter(key_func=get_remote_address)
 
 
 def make_redis(url: str) -> redis.Redis:
-    """A Redis client that fails fast: short timeouts and a single quick retry.
-
-    The retry covers the common case of a pooled connection that died when Redis restarted;
-    anything longer than that is an outage and the request gets a 503 instead of waiting.
-    """
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
-        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-        health_check_interval=30,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.2), retries=1),
-    )
+    """The app's Redis client for REDIS_URL: a server, or the master its Sentinels name
+    (app/redis_connection.py)."""
+    return redis_connection.make_client(url, REDIS_SOCKET_TIMEOUT_S, REDIS_FAILOVER_WAIT_S)
 
 
 def get_redis() -> redis.Redis:
@@ -85,6 +78,11 @@ def connection_is_quiet(dbapi_connection) -> bool:
 
 
 def _connected(dbapi_connection, connection_record) -> None:
+    # Read-only from here on, not from the start (the `options` of the connection): libpq's
+    # target_session_attrs=read-write, which finds a cluster's primary, refuses a session whose
+    # default_transaction_read_only is on when it starts.
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET default_transaction_read_only = on")
     connection_record.info["just_connected"] = True
 
 
@@ -99,10 +97,10 @@ def _check_out(dbapi_connection, connection_record, connection_proxy) -> None:
 
 
 def init_read_only_engine(app: Flask) -> None:
-    """Check the read-only engine's pooled connections at checkout without pre-ping's round
-    trip (`connection_is_quiet`); what that cannot see (a server that vanished without a word)
-    fails the first statement, which invalidates the pool, and `FlaskStack` (app/__init__.py)
-    retries the view once."""
+    """Make the read-only engine's connections read-only in Postgres as they are made, and
+    check its pooled ones at checkout without pre-ping's round trip (`connection_is_quiet`);
+    what that cannot see (a server that vanished without a word) fails the first statement,
+    which invalidates the pool, and `FlaskStack` (app/__init__.py) runs the view again."""
     with app.app_context():
         engine = db.engines[READ_ONLY_BIND]
     sa.event.listen(engine, "connect", _connected)

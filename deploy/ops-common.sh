@@ -26,6 +26,8 @@ find_ansible_playbook() {
       die "no ansible-playbook: run 'make venv' (or set ANSIBLE_PLAYBOOK)"
   fi
   export ANSIBLE_CONFIG="$repo_dir/ansible/ansible.cfg"
+  # An inventory Ansible cannot read is an error, not an empty run that reports success.
+  export ANSIBLE_INVENTORY_UNPARSED_FAILED=True
   use_mitogen_strategy
   # Colours survive the tee into the logs.
   ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-$([[ -t 1 ]] && echo 1 || echo 0)}"

@@ -5,6 +5,8 @@
 #
 #   tools/run-e2e.sh single   one host in every group (SANDBOX_ID 20)
 #   tools/run-e2e.sh multi    edge1, app1 + app2, data1 (SANDBOX_ID 21)
+#   tools/run-e2e.sh ha       edge1 + edge2 (one floating address), app1 + app2, data1-3
+#                             (Patroni, etcd, Redis + Sentinel), backup1 (SANDBOX_ID 22)
 #
 # Their own SANDBOX_IDs keep them clear of each other and of a `make demo` (0) that may be up.
 set -euo pipefail
@@ -43,8 +45,16 @@ case "$topology" in
       tests/e2e/multi/test_second_app.py
       tests/e2e/test_scans.py tests/e2e/test_audit.py)
     ;;
+  ha)
+    default_id=22
+    tests=(tests/e2e/test_operations.py::test_second_deploy_changes_nothing
+      tests/e2e/ha/test_cluster.py tests/e2e/ha/test_edges.py
+      tests/e2e/test_user_flows.py
+      tests/e2e/multi/test_private_services.py tests/e2e/multi/test_sessions.py
+      tests/e2e/ha/test_ha_faults.py)
+    ;;
   *)
-    echo "usage: $0 [single|multi]" >&2
+    echo "usage: $0 [single|multi|ha]" >&2
     exit 2
     ;;
 esac

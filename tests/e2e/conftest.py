@@ -48,6 +48,11 @@ class Sandbox:
         return self.hosts_in("edge")[0]
 
     @property
+    def site_ip(self) -> str:
+        """Where the site's names resolve: the edges' floating address, or the edge host."""
+        return self.spec.get("site_ip") or self.edge["ip"]
+
+    @property
     def probe_netns(self) -> str:
         return self.spec.get("probe_netns", f"fs{self.sandbox_id}-probe")
 
@@ -91,18 +96,26 @@ class Sandbox:
         return served_certificate(address, self.domain, self.ca_cert, *openssl_args)
 
     def curl(self, *args: str, netns: str | None = None, check: bool = False):
-        """curl with the site's name resolved to the edge host, trusting the ACME CA."""
+        """curl with the site's name resolved to its address (site_ip), trusting the ACME CA."""
         argv = [
             "curl", "-sS", "--max-time", "15", "--cacert", self.ca_cert,
-            "--resolve", f"{self.domain}:443:{self.edge['ip']}",
-            "--resolve", f"{self.domain}:80:{self.edge['ip']}",
-            "--resolve", f"www.{self.domain}:443:{self.edge['ip']}",
-            "--resolve", f"www.{self.domain}:80:{self.edge['ip']}",
+            "--resolve", f"{self.domain}:443:{self.site_ip}",
+            "--resolve", f"{self.domain}:80:{self.site_ip}",
+            "--resolve", f"www.{self.domain}:443:{self.site_ip}",
+            "--resolve", f"www.{self.domain}:80:{self.site_ip}",
             *args,
         ]  # fmt: skip
         if netns:
             argv = ["ip", "netns", "exec", netns, *argv]
         return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=60)
+
+    def make(self, target: str, *variables: str, timeout: int = 900):
+        """Run an ops target of the Makefile against this sandbox's inventory, as an operator
+        would (`make switchover INVENTORY=…`); fails the test when it fails."""
+        argv = ["make", "-C", str(ROOT), target, f"INVENTORY={self.spec['inventory']}", *variables]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        assert result.returncode == 0, f"make {target} failed:\n{result.stdout}\n{result.stderr}"
+        return result
 
     def cli(self, *args: str, check: bool = True, timeout: int = 900):
         """Run tools/sandbox/sandbox.sh for this sandbox (restart a host, …)."""
@@ -123,8 +136,8 @@ def sandbox() -> Sandbox:
 
 @pytest.fixture(scope="session", autouse=True)
 def resolve_site_to_edge(sandbox: Sandbox):
-    """The test-side equivalent of `curl --resolve`: the site's names go to the edge host."""
-    with names_resolved_to({sandbox.domain, f"www.{sandbox.domain}"}, sandbox.edge["ip"]):
+    """The test-side equivalent of `curl --resolve`: the site's names go to its address."""
+    with names_resolved_to({sandbox.domain, f"www.{sandbox.domain}"}, sandbox.site_ip):
         yield
 
 

@@ -185,7 +185,14 @@ def test_a_killed_workers_counts_stay_in_the_totals(env, tmp_path):
             time.sleep(0.1)
         for _ in range(2):
             assert request(web, "/healthz") == 200
-        samples = scrape_until(scraped, lambda s: value(s, REQUESTS, **healthz) == 8)
+        # The counter and the histogram are two writes: a scrape may fall between them.
+        samples = scrape_until(
+            scraped,
+            lambda s: (
+                value(s, REQUESTS, **healthz) == 8
+                and value(s, DURATION, method="GET", endpoint="/healthz") == 8
+            ),
+        )
     assert value(samples, REQUESTS, **healthz) == 8
     assert value(samples, DURATION, method="GET", endpoint="/healthz") == 8
 

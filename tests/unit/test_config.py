@@ -41,7 +41,8 @@ def test_reads_get_an_autocommit_read_only_engine_on_the_same_database():
     assert reader["isolation_level"] == "AUTOCOMMIT"
     assert "isolation_level" not in writer  # writes run in transactions
     assert reader["pool_pre_ping"] is False  # replaced by a socket check and one retry
-    assert "-c default_transaction_read_only=on" in reader["connect_args"]["options"]
+    # Read-only once connected (app/extensions.py), which target_session_attrs=read-write allows.
+    assert "read_only" not in reader["connect_args"]["options"]
     assert "read_only" not in writer["connect_args"]["options"]
     assert "statement_timeout" in reader["connect_args"]["options"]
     assert reader["pool_recycle"] == writer["pool_recycle"]
@@ -147,6 +148,63 @@ def test_the_default_sender_is_at_the_sites_own_name(site_url, mail_from):
 )
 def test_the_psycopg2_driver_is_always_used(url, expected):
     assert sqlalchemy_url(url) == expected
+
+
+# A Patroni cluster's DATABASE_URL as roles/app writes it: libpq's own multi-host syntax.
+CLUSTER_URL = (
+    "postgresql://flaskstack:s3cr%2Ft@10.0.0.21:5432,10.0.0.22:5432,10.0.0.23:5432/flaskstack"
+    "?target_session_attrs=read-write&sslmode=verify-full&sslrootcert=/etc/peers.crt"
+)
+
+
+def psycopg2_connect_arguments(url: str) -> tuple[list, dict]:
+    """What SQLAlchemy's psycopg2 dialect passes to psycopg2.connect for `url`."""
+    from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
+    from sqlalchemy.engine import make_url
+
+    return PGDialect_psycopg2().create_connect_args(make_url(url))
+
+
+def test_a_url_naming_several_servers_reaches_psycopg2_with_all_of_them():
+    url = sqlalchemy_url(CLUSTER_URL)
+    assert url == (
+        "postgresql+psycopg2://flaskstack:s3cr%2Ft@/flaskstack"
+        "?host=10.0.0.21,10.0.0.22,10.0.0.23&port=5432,5432,5432"
+        "&target_session_attrs=read-write&sslmode=verify-full&sslrootcert=/etc/peers.crt"
+    )
+    assert psycopg2_connect_arguments(url) == (
+        [],
+        {
+            "user": "flaskstack",
+            "password": "s3cr/t",
+            "dbname": "flaskstack",
+            "host": "10.0.0.21,10.0.0.22,10.0.0.23",
+            "port": "5432,5432,5432",
+            "target_session_attrs": "read-write",
+            "sslmode": "verify-full",
+            "sslrootcert": "/etc/peers.crt",
+        },
+    )
+    settings = load_settings({**GOOD_PRODUCTION, "DATABASE_URL": CLUSTER_URL})
+    assert settings["SQLALCHEMY_DATABASE_URI"] == url
+    assert settings["SQLALCHEMY_BINDS"][READ_ONLY_BIND]["url"] == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        CLUSTER_URL,
+        "postgres://u:p@h1,h2:6000/app",  # the first on libpq's default port
+        "postgresql://u@[2001:db8::1]:5433,[2001:db8::2]/app?sslmode=require",
+        "postgresql://u:p@h1:5432,h2:5432",  # no database: the user's name
+        "postgresql://u:p@h:5432/app?sslmode=require",  # one server: only the driver changes
+    ],
+)
+def test_libpq_reads_the_same_connection_from_the_url_and_from_what_psycopg2_gets(url):
+    from psycopg2.extensions import make_dsn, parse_dsn
+
+    _, arguments = psycopg2_connect_arguments(sqlalchemy_url(url))
+    assert parse_dsn(make_dsn(**arguments)) == parse_dsn(url)
 
 
 def test_limits_gets_its_own_spelling_of_unix_sockets():

@@ -13,7 +13,12 @@ from pathlib import Path
 
 import yaml
 
-from app.config import REDIS_SOCKET_TIMEOUT_S, STATEMENT_TIMEOUT_MS, engine_options
+from app.config import (
+    PRIMARY_CHANGE_WAIT_S,
+    REDIS_SOCKET_TIMEOUT_S,
+    STATEMENT_TIMEOUT_MS,
+    engine_options,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 # What a kill is late by, at most: gunicorn's arbiter checks its workers about once a second,
@@ -80,6 +85,14 @@ def test_a_stuck_request_is_stopped_in_the_app_before_nginx_gives_up():
     }
     assert {name: s for name, s in app_timeouts.items() if s >= timeout} == {}
     assert seconds(nginx_default("PROXY_READ_TIMEOUT")) >= timeout + MARGIN_S
+
+
+def test_a_request_waiting_for_a_new_primary_gets_the_apps_answer_before_gunicorns_kill():
+    """While the Postgres primary changes, a request waits up to PRIMARY_CHANGE_WAIT_S, and its
+    last run may still take a connection attempt and a statement (app/primary_change.py)."""
+    connect_timeout = engine_options(read_only=False)["connect_args"]["connect_timeout"]
+    longest = PRIMARY_CHANGE_WAIT_S + connect_timeout + STATEMENT_TIMEOUT_MS / 1000
+    assert longest < gunicorn_setting("timeout")
 
 
 def test_process_managers_wait_for_in_flight_requests_before_they_kill():

@@ -125,6 +125,8 @@ class NginxConfig:
                 nginx_upstream_max_fails=defaults["nginx_upstream_max_fails"],
                 nginx_upstream_fail_timeout=defaults["nginx_upstream_fail_timeout"],
                 nginx_upstream_keepalive=defaults["nginx_upstream_keepalive"],
+                nginx_drained_app_addresses=[],
+                nginx_acme_other_edges=[],
             )
         )
 

@@ -5,12 +5,17 @@
 # Ansible `make deploy` path that targets production servers can run, and be tested, on
 # one machine.
 #
-#   sandbox.sh up [single|multi]   create or repair the sandbox (idempotent)
+#   sandbox.sh up [single|multi|ha] create or repair the sandbox (idempotent)
 #   sandbox.sh down                remove everything it created (idempotent; caches are kept)
 #   sandbox.sh status | summary    what is up | how to reach the site
 #   sandbox.sh ssh HOST [CMD…]     a shell or a command on a host, as the deploy user
 #   sandbox.sh restart HOST        stop and boot a host's container again (a reboot)
 #   sandbox.sh stop|start HOST     power a host off or on (e.g. an app host failing under load)
+#   sandbox.sh kill HOST           cut a host's power: every process killed at once, no shutdown
+#   sandbox.sh partition|heal HOST cut a host off the network (nftables in its namespace drops all
+#                                  but loopback, both ways), or join it again
+#   sandbox.sh exec HOST CMD…      a command on a host as root, without the network (e.g. on a
+#                                  host cut off from it)
 #   sandbox.sh replace HOST        a new, empty host in a lost one's place: same name and address,
 #                                  a fresh Debian root (new SSH host keys), nothing deployed
 #   sandbox.sh ca-root             print the path of the ACME root that issues site certificates
@@ -35,6 +40,8 @@ readonly DOMAIN="flaskstack.test"
 readonly SUBNET_PREFIX="10.231.${SANDBOX_ID}"
 readonly GATEWAY_IP="${SUBNET_PREFIX}.1"
 readonly PROBE_IP="${SUBNET_PREFIX}.250"
+# Several edges share this address (keepalived); the site's names resolve to it.
+readonly FLOATING_IP="${SUBNET_PREFIX}.10"
 readonly BRIDGE="fsbr${SANDBOX_ID}"
 readonly NAME_PREFIX="fs${SANDBOX_ID}"
 readonly PROBE_NETNS="${NAME_PREFIX}-probe"
@@ -88,7 +95,7 @@ die() {
 }
 
 usage() {
-  sed -n '7,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+  sed -n '7,21s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
   exit 2
 }
 
@@ -101,7 +108,13 @@ topology_hosts() {
     # monitor host: Prometheus, Alertmanager); multi backs up to S3 and has no monitor host.
     single) printf '%s\n' "host1:edge,app,db,cache" "backup1:backup,monitor" ;;
     multi) printf '%s\n' "edge1:edge" "app1:app" "app2:app" "data1:db,cache" ;;
-    *) die "unknown topology '$1' (expected: single or multi)" ;;
+    # High availability: two edges sharing the floating address (FLOATING_IP), three data
+    # hosts, each a Patroni + etcd member, a Redis and a Sentinel.
+    ha)
+      printf '%s\n' "edge1:edge" "edge2:edge" "app1:app" "app2:app" "data1:db,cache" \
+        "data2:db,cache" "data3:db,cache" "backup1:backup,monitor"
+      ;;
+    *) die "unknown topology '$1' (expected: single, multi or ha)" ;;
   esac
 }
 
@@ -115,6 +128,13 @@ known_hosts() {
 }
 
 host_groups() { grep "^$1:" "${RUNTIME_DIR}/hosts.list" | cut -d: -f2; }
+
+# The edges' floating address when the topology has several edges; nothing otherwise.
+floating_ip() {
+  local edges
+  edges="$(grep -c -E '^[^:]+:(.*,)?edge(,|$)' "${RUNTIME_DIR}/hosts.list" || true)"
+  if ((edges > 1)); then echo "$FLOATING_IP"; fi
+}
 
 host_ip() {
   local dir
@@ -681,15 +701,15 @@ EOF
 }
 
 ensure_acme() {
-  local edge_ip="$1" dir="$RUNTIME_DIR/pebble" logs="$STATE_DIR/logs" deadline
+  local site_ip="$1" dir="$RUNTIME_DIR/pebble" logs="$STATE_DIR/logs" deadline
   mkdir -p "$dir" "$logs"
   ensure_pebble_listener_certificate
   write_pebble_config
   if ! acme_running challtestsrv; then
-    log "starting pebble-challtestsrv (DNS ${GATEWAY_IP}:8053: every name -> ${edge_ip})"
+    log "starting pebble-challtestsrv (DNS ${GATEWAY_IP}:8053: every name -> ${site_ip})"
     spawn_daemon "$dir/challtestsrv.pid" "$logs/challtestsrv.log" \
       "$(pebble_bin pebble-challtestsrv)" -dns01 "${GATEWAY_IP}:8053" \
-      -defaultIPv4 "$edge_ip" -defaultIPv6 "" -http01 "" -https01 "" -tlsalpn01 "" \
+      -defaultIPv4 "$site_ip" -defaultIPv6 "" -http01 "" -https01 "" -tlsalpn01 "" \
       -management "${GATEWAY_IP}:8055"
   fi
   if ! acme_running pebble; then
@@ -821,14 +841,14 @@ write_descriptions() {
       --probe-netns="$PROBE_NETNS" --probe-ip="$PROBE_IP" --sandbox-id="$SANDBOX_ID" \
       --s3-endpoint="$S3_ENDPOINT" --s3-bucket="$S3_BUCKET" --alert-record="$ALERT_RECORD" \
       --alert-smtp="${GATEWAY_IP}:${ALERT_SINK_SMTP_PORT}" \
-      --alert-webhook="http://${GATEWAY_IP}:${ALERT_SINK_HTTP_PORT}/alerts"
+      --alert-webhook="http://${GATEWAY_IP}:${ALERT_SINK_HTTP_PORT}/alerts" \
+      --floating-ip="$(floating_ip)"
 }
 
 print_summary() {
   [[ -f "$STATE_DIR/sandbox.json" ]] || die "sandbox ${SANDBOX_ID} is not up"
-  local edge_ip name line
-  edge_ip="$(/usr/bin/python3 -c 'import json, sys
-print(next(h["ip"] for h in json.load(open(sys.argv[1]))["hosts"] if "edge" in h["groups"]))' \
+  local site_ip name line
+  site_ip="$(/usr/bin/python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["site_ip"])' \
     "$STATE_DIR/sandbox.json")"
   echo
   echo "Sandbox ${SANDBOX_ID} ($(cat "$RUNTIME_DIR/topology")): https://${DOMAIN}/"
@@ -836,7 +856,8 @@ print(next(h["ip"] for h in json.load(open(sys.argv[1]))["hosts"] if "edge" in h
     name="${line%%:*}"
     printf '  %-8s %-14s %s\n' "$name" "$(host_ip "$name")" "${line#*:}"
   done <"${RUNTIME_DIR}/hosts.list"
-  echo "  reach it:  curl --resolve ${DOMAIN}:443:${edge_ip} --cacert ${ACME_ROOT}" \
+  if [[ -n "$(floating_ip)" ]]; then echo "  floating   ${site_ip}     the edges' shared address"; fi
+  echo "  reach it:  curl --resolve ${DOMAIN}:443:${site_ip} --cacert ${ACME_ROOT}" \
     "https://${DOMAIN}/"
   local prefix=""
   [[ "$SANDBOX_ID" == 0 ]] || prefix="SANDBOX_ID=${SANDBOX_ID} "
@@ -892,7 +913,9 @@ cmd_up() {
     log "host $name is up: $(host_ip "$name"), $(host_groups "$name")"
   done
 
-  ensure_acme "$edge_ip"
+  local floating
+  floating="$(floating_ip)"
+  ensure_acme "${floating:-$edge_ip}"
   ensure_s3
   ensure_alert_sink
   write_descriptions "$topology"
@@ -1004,6 +1027,63 @@ cmd_start() {
   write_descriptions "$(cat "$RUNTIME_DIR/topology")"
 }
 
+# A power cut: nothing on the host gets to say goodbye (a leader lock stays until it expires).
+cmd_kill() {
+  (($# == 1)) || die "usage: sandbox.sh kill HOST"
+  ensure_root
+  host_ip "$1" >/dev/null
+  log "cutting host $1's power"
+  kill_cgroup "$(host_cgroup "$1")"
+  stop_host "$1"
+}
+
+# The PID of a running host's init (the nspawn process's only child), to enter its namespaces.
+host_init_pid() {
+  local nspawn init
+  host_running "$1" || die "host $1 is not running"
+  nspawn="$(recorded_pid "$(host_dir "$1")/pid")"
+  init="$(awk '{print $1}' "/proc/$nspawn/task/$nspawn/children")"
+  [[ -n "$init" ]] || die "host $1 has no init process"
+  echo "$init"
+}
+
+# A network partition: the host runs on, cut off from every other host, by a table of our own
+# in its namespace (the host's own firewall, which its deploys replace, is left alone). The
+# host's own nft writes it: this machine's older nft may not read the host's ruleset.
+readonly PARTITION_TABLE="flaskstack_sandbox_partition"
+cmd_partition() {
+  (($# == 1)) || die "usage: sandbox.sh partition HOST"
+  ensure_root
+  local init
+  init="$(host_init_pid "$1")"
+  log "cutting host $1 off the network"
+  nsenter --target "$init" --mount --net -- nft -f - <<EOF
+table inet ${PARTITION_TABLE} {
+  chain input { type filter hook input priority -200; policy drop; iif "lo" accept; }
+  chain output { type filter hook output priority -200; policy drop; oif "lo" accept; }
+}
+EOF
+}
+
+cmd_exec() {
+  (($# >= 2)) || die "usage: sandbox.sh exec HOST COMMAND…"
+  local init
+  ensure_root
+  init="$(host_init_pid "$1")"
+  shift
+  exec nsenter --target "$init" --mount --uts --ipc --net --pid -- "$@"
+}
+
+cmd_heal() {
+  (($# == 1)) || die "usage: sandbox.sh heal HOST"
+  ensure_root
+  local init
+  init="$(host_init_pid "$1")"
+  log "joining host $1 to the network again"
+  nsenter --target "$init" --mount --net -- nft delete table inet "$PARTITION_TABLE" 2>/dev/null ||
+    true
+}
+
 # A reboot as the tests need it: services enabled at boot must come back by themselves.
 cmd_restart() {
   (($# == 1)) || die "usage: sandbox.sh restart HOST"
@@ -1054,12 +1134,13 @@ main() {
   case "$command" in
     up) with_lock "/run/lock/flaskstack-sandbox-${SANDBOX_ID}.lock" cmd_up "$@" ;;
     down) with_lock "/run/lock/flaskstack-sandbox-${SANDBOX_ID}.lock" cmd_down ;;
-    restart | stop | start | replace)
+    restart | stop | start | replace | kill | partition | heal)
       with_lock "/run/lock/flaskstack-sandbox-${SANDBOX_ID}.lock" "cmd_$command" "$@"
       ;;
     status) cmd_status ;;
     summary) print_summary ;;
     ssh) cmd_ssh "$@" ;;
+    exec) cmd_exec "$@" ;;
     ca-root) cmd_ca_root ;;
     layers) cmd_layers ;;
     -h | --help | help) usage ;;
