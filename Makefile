@@ -70,7 +70,7 @@ lint: deps venv ## Run the linters (ruff, shellcheck, yamllint, ansible-lint, sq
 	@$(MONITORING_TOOLS)/promtool test rules tests/monitoring/*.test.yml
 
 .PHONY: test
-test: deps venv lint test-app test-bench-smoke test-e2e test-e2e-multi test-compose ## Run everything: linters, app tests, sandbox and Compose end to end
+test: deps venv lint test-app test-bench-smoke test-e2e test-e2e-ha test-compose ## Run everything: linters, app tests, sandbox and Compose end to end
 
 .PHONY: test-app
 test-app: deps venv ## App tests against real Postgres, Redis and an SMTP sink; the example app's
@@ -82,11 +82,11 @@ test-e2e: deps venv ## Deploy to a fresh single-host sandbox, check it from outs
 	@tools/run-e2e.sh single
 
 .PHONY: test-e2e-multi
-test-e2e-multi: deps venv ## The same on 1 edge + 2 app + 1 db/cache hosts, with an app host failing
+test-e2e-multi: deps venv ## 1 edge + 2 app + 1 db/cache: the S3 repository, a replaced db host, a second app (not in make test)
 	@tools/run-e2e.sh multi
 
 .PHONY: test-e2e-ha
-test-e2e-ha: deps venv ## The high-availability topology (Patroni, Sentinel) and its fault suite; not yet in make test
+test-e2e-ha: deps venv ## The high-availability topology (Patroni, Sentinel, two edges) and its fault suite
 	@tools/run-e2e.sh ha
 
 .PHONY: test-bench-smoke

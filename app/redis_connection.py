@@ -196,9 +196,13 @@ class FailoverAwareConnection(SentinelManagedConnection):
         pool.flaskstack_master_checked_at = now
         return True
 
-    def read_response(self, *args, **kwargs):
+    def read_response(self, *args, disconnect_on_error: bool = True, **kwargs):
+        # A read that ends in an error (a timeout; an exception from a signal handler, as RQ's
+        # warm shutdown interrupts its BLPOP) leaves the reply due on this connection: the next
+        # command on it would wait behind it. redis-py's plain connection then drops itself, its
+        # Sentinel connection does not by default: drop it here too.
         try:
-            return super().read_response(*args, **kwargs)
+            return super().read_response(*args, disconnect_on_error=disconnect_on_error, **kwargs)
         except redis.ResponseError as exc:
             if self.connection_pool.is_master and str(exc).startswith(NOT_MASTER_REPLIES):
                 # Nothing was done: the command is retried on the master the Sentinels name.

@@ -8,9 +8,9 @@ each role, so start-up order and a slow database never crash-loop a container, w
 Standard library only: it runs in any app's image. Reachable is all it proves; the app's
 /readyz says whether it can use them. A Sentinel URL (`redis+sentinel://user:password@host:port,
 host:port/service`) is ready when a Sentinel names a master that answers PING to that user.
-A DATABASE_URL naming several servers (libpq's `postgresql://user:password@host:port,host:port/
-db?target_session_attrs=read-write`) is ready when one takes a session as the URL asks:
-`primary_problem()`, through the image's Postgres driver when it has one.
+A DATABASE_URL naming several servers (libpq's `postgresql://user:password@/db?host=h1,h2&
+port=p1,p2&target_session_attrs=read-write`, or `…@h1:p1,h2:p2/db?…`) is ready when one takes a
+session as the URL asks: `primary_problem()`, through the image's Postgres driver when it has one.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import random
 import socket
 import sys
 import time
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "redis": 6379, "rediss": 6379}
 SENTINEL_PREFIX = "redis+sentinel://"
@@ -42,8 +42,16 @@ def endpoints() -> dict[str, tuple[str, int]]:
 
 
 def database_hosts(url: str) -> list[tuple[str, int]]:
-    """The servers of a libpq URL that names several (`…@host:port,host:port/db`), each with
-    its port or the default; empty when it names one."""
+    """The servers of a libpq URL that names several (`…@host:port,host:port/db`) or names them
+    in its query (`…@/db?host=h1,h2&port=p1,p2`, as roles/app writes a cluster's), each with its
+    port or the default; empty when it names one the usual way."""
+    query = parse_qs(urlsplit(url).query)
+    if "host" in query:
+        hosts = query["host"][-1].split(",")
+        ports = query.get("port", [""])[-1].split(",")
+        ports = ports * len(hosts) if len(ports) == 1 else ports
+        default = DEFAULT_PORTS["postgresql"]
+        return [(h, int(p) if p else default) for h, p in zip(hosts, ports, strict=False)]
     netloc = url.partition("://")[2].partition("/")[0].partition("?")[0]
     hostlist = netloc.rpartition("@")[2]
     if "," not in hostlist:

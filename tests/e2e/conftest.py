@@ -52,6 +52,26 @@ class Sandbox:
         """Where the site's names resolve: the edges' floating address, or the edge host."""
         return self.spec.get("site_ip") or self.edge["ip"]
 
+    def primary_db_host(self) -> dict:
+        """The db host whose Postgres takes writes: the one db host, or the Patroni primary."""
+        db_hosts = self.hosts_in("db")
+        if len(db_hosts) == 1:
+            return db_hosts[0]
+        ask = "sudo -u postgres psql -X -A -t -c 'SELECT pg_is_in_recovery()'"
+        for host in db_hosts:
+            if self.ssh(host, ask, check=False, timeout=30).stdout.strip() == "f":
+                return host
+        raise AssertionError("no db host runs a primary")
+
+    def edges_holding_the_site_ip(self, avoid: tuple[str, ...] = ()) -> list[dict]:
+        """The edges (but those in `avoid`: down or cut off) with the floating address now."""
+        return [
+            edge
+            for edge in self.hosts_in("edge")
+            if edge["name"] not in avoid
+            and f" {self.site_ip}/" in self.ssh(edge, "ip -o -4 address show").stdout
+        ]
+
     @property
     def probe_netns(self) -> str:
         return self.spec.get("probe_netns", f"fs{self.sandbox_id}-probe")

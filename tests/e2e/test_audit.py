@@ -27,6 +27,14 @@ UNITS_BY_GROUP = {
         "prometheus-blackbox-exporter.service",
     },
 }
+# Several hosts in a group make it highly available (Patroni runs the server, Sentinels watch Redis,
+# keepalived moves the edges' address): the engines' units replace or join the group's.
+HA_UNITS_BY_GROUP = {
+    "edge": {"keepalived.service"},
+    "db": {"patroni.service", "etcd.service"},
+    "cache": {"redis-sentinel.service"},
+}
+HA_REPLACES = {"postgresql@17-main.service"}
 # With a monitor host, every host runs node_exporter, and each group its exporter.
 EXPORTERS_BY_GROUP = {
     "edge": {"prometheus-nginx-exporter.service", "mtail.service"},
@@ -66,6 +74,9 @@ def test_every_host_passes_lynis_ssh_audit_and_systemd_analyze(sandbox):
     for host in sandbox.hosts:
         audit = summary["hosts"][host["name"]]
         expected = EVERY_HOST.union(*(UNITS_BY_GROUP[group] for group in host["groups"]))
+        for group in set(host["groups"]) & set(HA_UNITS_BY_GROUP):
+            if len(sandbox.hosts_in(group)) > 1:
+                expected = (expected - HA_REPLACES) | HA_UNITS_BY_GROUP[group]
         if "backup" in host["groups"] or ("db" in host["groups"] and not backup_hosts):
             expected |= BASE_BACKUPS
         if "db" in host["groups"] and backup_hosts:

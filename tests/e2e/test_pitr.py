@@ -365,7 +365,7 @@ def test_a_lost_disk_is_restored_from_the_repository_within_the_archive_timeout(
         load.stop()
     print(result.stdout[result.stdout.rfind("restore of stanza") :])
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "live cluster down or not the repository's" in result.stdout
+    assert "live cluster down, a standby or not the repository's" in result.stdout
     record_loss(
         sandbox, db_host, drills, load, post_id, loss_began, lost,
         drill="data directory lost under load; restore INTO=live (newest)",

@@ -41,10 +41,12 @@ CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON posts
 
 
 def database_url(*servers) -> str:
-    hosts = ",".join(f"127.0.0.1:{server.port}" for server in servers)
+    """libpq's query form, as roles/app writes it (the form SQLAlchemy reads as it is)."""
+    hosts = ",".join("127.0.0.1" for _ in servers)
+    ports = ",".join(str(server.port) for server in servers)
     return (
-        f"postgresql://{POSTGRES_USER}:{servers[0].password}@{hosts}/{POSTGRES_DB}"
-        "?target_session_attrs=read-write"
+        f"postgresql://{POSTGRES_USER}:{servers[0].password}@/{POSTGRES_DB}"
+        f"?host={hosts}&port={ports}&target_session_attrs=read-write"
     )
 
 

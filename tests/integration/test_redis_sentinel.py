@@ -9,6 +9,7 @@ a group of its own; the others share one.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -267,6 +268,26 @@ def test_a_job_queued_through_sentinel_is_done_by_the_worker(
     assert [mail["To"] for mail in messages] == ["bob@example.org"]
     with app.app_context():
         assert get_queue().count == 0
+
+
+def test_an_idle_worker_told_to_stop_exits_at_once(env):
+    """SIGTERM (systemd's stop, a deploy's restart) interrupts the worker's blocking wait for a
+    job; its goodbye to Redis must not queue behind that wait on the same connection."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "app.worker", "--wait", "10"],
+        cwd=REPO, env={**os.environ, **env}, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        for line in worker.stderr:
+            if "Listening on" in line:
+                break
+        worker.send_signal(signal.SIGTERM)
+        # RQ's blocking wait lasts minutes: a worker stuck behind it never ends in time.
+        worker.wait(timeout=30)
+    finally:
+        worker.kill()
+        rest = worker.stderr.read()
+    assert worker.returncode == 0, rest[-2000:]
 
 
 def wait_for_services(redis_url: str, timeout: int) -> subprocess.CompletedProcess:

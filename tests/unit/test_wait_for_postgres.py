@@ -27,6 +27,13 @@ CLUSTER_URL = (
     [
         (CLUSTER_URL, [("10.0.0.21", 5432), ("10.0.0.22", 6432), ("10.0.0.23", 5432)]),
         ("postgres://u@[2001:db8::1]:5433,db2/app", [("2001:db8::1", 5433), ("db2", 5432)]),
+        # libpq's query form, as roles/app writes a cluster's URL; one port for all, or none.
+        (
+            "postgresql://u:p@/app?host=10.0.0.21,10.0.0.22&port=5432,6432&sslmode=verify-full",
+            [("10.0.0.21", 5432), ("10.0.0.22", 6432)],
+        ),
+        ("postgresql://u:p@/app?host=db1,db2&port=6432", [("db1", 6432), ("db2", 6432)]),
+        ("postgresql://u:p@/app?host=2001:db8::1,db2", [("2001:db8::1", 5432), ("db2", 5432)]),
         ("postgresql://u:p@db:5432/app", []),  # one server: its port is all that is checked
         ("", []),
     ],

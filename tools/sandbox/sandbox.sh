@@ -1047,17 +1047,22 @@ host_init_pid() {
   echo "$init"
 }
 
+# The host's own nft, in its namespaces: this machine's older nft may not read the host's ruleset.
+host_nft() {
+  local init
+  init="$(host_init_pid "$1")"
+  shift
+  nsenter --target "$init" --mount --net -- nft "$@"
+}
+
 # A network partition: the host runs on, cut off from every other host, by a table of our own
-# in its namespace (the host's own firewall, which its deploys replace, is left alone). The
-# host's own nft writes it: this machine's older nft may not read the host's ruleset.
+# in its namespace (the host's own firewall, which its deploys replace, is left alone).
 readonly PARTITION_TABLE="flaskstack_sandbox_partition"
 cmd_partition() {
   (($# == 1)) || die "usage: sandbox.sh partition HOST"
   ensure_root
-  local init
-  init="$(host_init_pid "$1")"
   log "cutting host $1 off the network"
-  nsenter --target "$init" --mount --net -- nft -f - <<EOF
+  host_nft "$1" -f - <<EOF
 table inet ${PARTITION_TABLE} {
   chain input { type filter hook input priority -200; policy drop; iif "lo" accept; }
   chain output { type filter hook output priority -200; policy drop; oif "lo" accept; }
@@ -1077,11 +1082,8 @@ cmd_exec() {
 cmd_heal() {
   (($# == 1)) || die "usage: sandbox.sh heal HOST"
   ensure_root
-  local init
-  init="$(host_init_pid "$1")"
   log "joining host $1 to the network again"
-  nsenter --target "$init" --mount --net -- nft delete table inet "$PARTITION_TABLE" 2>/dev/null ||
-    true
+  host_nft "$1" delete table inet "$PARTITION_TABLE" 2>/dev/null || true
 }
 
 # A reboot as the tests need it: services enabled at boot must come back by themselves.

@@ -6,32 +6,10 @@ Patroni's REST API) closed to every host but the data hosts."""
 from __future__ import annotations
 
 import json
-import shlex
-import subprocess
 
-# Prints each port that accepted a TCP connection within 3 seconds.
-PORT_CHECK = """
-import socket, sys
-for port in map(int, sys.argv[2:]):
-    try:
-        socket.create_connection((sys.argv[1], port), timeout=3).close()
-        print(port)
-    except OSError:
-        pass
-"""
+from support.ports import accepting_ports
+
 CONTROL_PORTS = {"etcd": 2379, "etcd peers": 2380, "patroni": 8008}
-
-
-def accepting_ports(sandbox, source: dict | None, target_ip: str, ports) -> set[int]:
-    argv = ["python3", "-c", PORT_CHECK, target_ip, *map(str, ports)]
-    if source is None:
-        result = subprocess.run(
-            ["ip", "netns", "exec", sandbox.probe_netns, *argv],
-            capture_output=True, text=True, check=True, timeout=60,
-        )  # fmt: skip
-    else:
-        result = sandbox.ssh(source, shlex.join(argv), timeout=60)
-    return {int(port) for port in result.stdout.split()}
 
 
 def test_patroni_runs_one_leader_a_synchronous_standby_and_a_replica(cluster):

@@ -18,21 +18,14 @@ def serial(sandbox, edge: dict) -> str:
 
 
 def holder(sandbox) -> dict:
-    for edge in sandbox.hosts_in("edge"):
-        if f" {sandbox.site_ip}/" in sandbox.ssh(edge, "ip -o -4 address show").stdout:
-            return edge
-    raise AssertionError(f"no edge holds {sandbox.site_ip}")
+    holders = sandbox.edges_holding_the_site_ip()
+    assert len(holders) == 1, [edge["name"] for edge in holders]
+    return holders[0]
 
 
 def test_exactly_one_edge_holds_the_floating_address(sandbox):
-    edges = sandbox.hosts_in("edge")
-    assert len(edges) >= 2, "the HA stage needs two edges"
-    holders = [
-        e["name"]
-        for e in edges
-        if f" {sandbox.site_ip}/" in sandbox.ssh(e, "ip -o -4 address show").stdout
-    ]
-    assert len(holders) == 1, holders
+    assert len(sandbox.hosts_in("edge")) >= 2, "the HA stage needs two edges"
+    holder(sandbox)
 
 
 def test_every_edge_serves_a_certificate_of_its_own(sandbox):

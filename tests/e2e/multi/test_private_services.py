@@ -8,35 +8,12 @@ dropped: it never gets as far as a password prompt.
 from __future__ import annotations
 
 import shlex
-import subprocess
 
 import pytest
 
+from support.ports import accepting_ports
+
 DATA_PORTS = {"postgres": 5432, "redis": 6379}
-
-# Prints each port that accepted a TCP connection within 3 seconds.
-PORT_CHECK = """
-import socket, sys
-for port in map(int, sys.argv[2:]):
-    try:
-        socket.create_connection((sys.argv[1], port), timeout=3).close()
-        print(port)
-    except OSError:
-        pass
-"""
-
-
-def accepting_ports(sandbox, source: dict | None, target_ip: str) -> set[int]:
-    """The data ports that accept a connection from the source host (None: the probe)."""
-    argv = ["python3", "-c", PORT_CHECK, target_ip, *map(str, DATA_PORTS.values())]
-    if source is None:
-        result = subprocess.run(
-            ["ip", "netns", "exec", sandbox.probe_netns, *argv],
-            capture_output=True, text=True, check=True, timeout=60,
-        )  # fmt: skip
-    else:
-        result = sandbox.ssh(source, shlex.join(argv), timeout=60)
-    return {int(port) for port in result.stdout.split()}
 
 
 @pytest.fixture(scope="module")
@@ -52,18 +29,19 @@ def data_hosts(sandbox) -> list[dict]:
 def test_app_hosts_reach_postgres_and_redis(sandbox, data_hosts):
     for data in data_hosts:
         for app in sandbox.hosts_in("app"):
-            assert accepting_ports(sandbox, app, data["ip"]) == set(DATA_PORTS.values()), app
+            ports = accepting_ports(sandbox, app, data["ip"], DATA_PORTS.values())
+            assert ports == set(DATA_PORTS.values()), app
 
 
 def test_edge_host_cannot_reach_postgres_or_redis(sandbox, data_hosts):
     for data in data_hosts:
         for edge in sandbox.hosts_in("edge"):
-            assert accepting_ports(sandbox, edge, data["ip"]) == set(), edge
+            assert accepting_ports(sandbox, edge, data["ip"], DATA_PORTS.values()) == set(), edge
 
 
 def test_another_machine_cannot_reach_postgres_or_redis(sandbox, data_hosts):
     for data in data_hosts:
-        assert accepting_ports(sandbox, None, data["ip"]) == set()
+        assert accepting_ports(sandbox, None, data["ip"], DATA_PORTS.values()) == set()
 
 
 def test_postgres_and_redis_listen_only_on_loopback_and_the_private_address(sandbox, data_hosts):

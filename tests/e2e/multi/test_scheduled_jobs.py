@@ -36,7 +36,7 @@ def schedulers(sandbox) -> list[str]:
 
 def psql(sandbox, sql: str) -> str:
     command = "sudo -u postgres psql -X -q -A -t -v ON_ERROR_STOP=1 -d flaskstack -c "
-    return sandbox.ssh(sandbox.hosts_in("db")[0], command + shlex.quote(sql)).stdout.strip()
+    return sandbox.ssh(sandbox.primary_db_host(), command + shlex.quote(sql)).stdout.strip()
 
 
 def delete_post_days_ago(sandbox, post_id: int, days: int) -> None:

@@ -1,7 +1,7 @@
 """A second app on the same stack (issue 20): examples/guestbook, deployed by the same roles with
-`make deploy APP=examples/guestbook`, replaces the blog on the multi-host sandbox. Then a second
-release of it switches under load, and `make rollback` goes back, each with no failed request and
-no lost write. The stage's scans and host audit run after this module: they grade the guestbook.
+`make deploy APP=examples/guestbook`, replaces the blog on the HA sandbox (several hosts of each
+kind). Then a second release of it switches under load, and `make rollback` goes back, each with
+no failed request and no lost write. The stage's host audit runs after this module.
 
 The guestbook has its own database (postgres_app_database, as its inventory would say): its
 Flask-Migrate history is not the blog's. Replacing one app by another is not a zero-downtime
@@ -47,7 +47,7 @@ def load(sandbox) -> GuestbookLoad:
 
 
 def entries_in_postgres(sandbox, tag: str) -> set[str]:
-    db = sandbox.hosts_in("db")[0]
+    db = sandbox.primary_db_host()
     query = f"COPY (SELECT message FROM entries WHERE message LIKE 'load {tag} %') TO STDOUT"  # noqa: S608
     result = sandbox.ssh(db, f'sudo -u postgres psql -X -q -d {DATABASE} -c "{query}"')
     return set(result.stdout.splitlines())

@@ -119,9 +119,10 @@ def archive_the_newest_writes(stanza: str, port: int, label: str) -> str | None:
     """Mark this moment with a restore point and wait until its WAL is in the repository.
 
     Not when the live cluster is down, or is not the repository's (a new host, before its first
-    restore): then the repository's newest archived WAL is the newest state there is.
+    restore), or is a standby (a Patroni member that is not the primary, in a weekly check): then
+    the repository's newest archived WAL is the newest state there is.
     """
-    if not live_is_up(port):
+    if not live_is_up(port) or psql(port, "postgres", "SELECT pg_is_in_recovery()") == "t":
         return None
     live_id = psql(port, "postgres", "SELECT system_identifier FROM pg_control_system()")
     if live_id != repository_system_id(stanza):
@@ -380,7 +381,8 @@ def main() -> int:
             print(f"live cluster archived up to {archived_at} (restore point {label})")
         else:
             print(
-                "live cluster down or not the repository's: its newest archived WAL is the newest"
+                "live cluster down, a standby or not the repository's: its newest archived WAL"
+                " is the newest"
             )
         if args.into == "scratch":
             backup, counts, outcome = restore_scratch(args, label if archived_at else None)
