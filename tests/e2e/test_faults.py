@@ -137,6 +137,20 @@ def deploy(
     )  # fmt: skip
 
 
+def deploy_failure(result: subprocess.CompletedProcess) -> str:
+    """What a failed deploy says: each failing task with its error (the summary alone names only
+    the hosts, and the next deploy overwrites the log), then the end of its output."""
+    failures = []
+    task = ""
+    lines = result.stdout.splitlines()
+    for number, line in enumerate(lines):
+        if line.startswith("TASK ["):
+            task = line
+        elif line.startswith("fatal: ["):
+            failures.append("\n".join([task, *lines[number : number + 12]]))
+    return "\n\n".join([*failures[:4], result.stdout[-2000:] + result.stderr[-2000:]])
+
+
 def live_release(sandbox) -> str:
     app = sandbox.hosts_in("app")[0]
     return sandbox.ssh(app, "readlink /srv/flaskstack/current").stdout.strip().rsplit("/", 1)[-1]
@@ -204,7 +218,7 @@ def test_deploying_a_new_release_fails_no_request(sandbox, member, load, table, 
     archive = build_variant(tmp_path, marker, migrations=("expand_release.py",))
     with load:
         result = deploy(sandbox, "-e", f"app_release_archive={archive}")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0, deploy_failure(result)
     table.add("deploy N+1 with an expand migration", load, check_writes(sandbox, load), None)
     assert load.failures() == {}, load.per_second()
     releases["second"] = live_release(sandbox)
@@ -257,7 +271,7 @@ def test_rollback_goes_back_to_the_previous_release_and_fails_no_request(
 ):
     with load:
         result = deploy(sandbox, playbook="ansible/rollback.yml")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0, deploy_failure(result)
     table.add("make rollback to N, on N+1's schema", load, check_writes(sandbox, load), None)
     assert load.failures() == {}, load.per_second()
     assert live_release(sandbox) == releases["first"]
@@ -343,7 +357,7 @@ def test_a_heavy_migration_under_load_fails_no_request(sandbox, member, load, ta
     finally:
         cleanup = "DELETE FROM comments WHERE post_id = :post; DELETE FROM posts WHERE id = :post;"
         psql(sandbox, cleanup + " VACUUM comments;", post=bulk_post)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0, deploy_failure(result)
     times = [float(line) - wall_offset for line in seen.split()]
     assert times, f"the index build was never seen running: {errors[-500:]}"
     built_from, built_to = min(times), max(times)

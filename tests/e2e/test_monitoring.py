@@ -401,7 +401,10 @@ FILL = "/srv/flaskstack-fill"
 def force_rsa_certificate_near_expiry(sandbox, edge: dict) -> tuple[Callable, Callable]:
     """The edge serves an RSA certificate with 5 days left (a self-signed one bind-mounted over
     the RSA lineage's files, which stay untouched); its expiry check runs as its timer would.
-    Repaired by unmounting, reloading nginx and checking again."""
+    Repaired by unmounting, reloading nginx and checking again.
+
+    `systemctl reload nginx` returns before the new workers serve: the check runs until it sees
+    what the reload changed (it fails on the fake certificate, passes on the real one)."""
     live = f"/etc/letsencrypt/live/{sandbox.domain}-rsa"
     fake = "/run/flaskstack-fake-rsa"
     names = f"DNS:{sandbox.domain},DNS:www.{sandbox.domain}"
@@ -412,11 +415,13 @@ def force_rsa_certificate_near_expiry(sandbox, edge: dict) -> tuple[Callable, Ca
         f" -keyout {fake}/privkey.pem -out {fake}/fullchain.pem 2>/dev/null"
         f" && sudo mount --bind {fake}/fullchain.pem {live}/fullchain.pem"
         f" && sudo mount --bind {fake}/privkey.pem {live}/privkey.pem"
-        f" && sudo systemctl reload nginx && ({check} || true)"
+        f" && sudo systemctl reload nginx"
+        f" && timeout 60 sh -c 'while {check} 2>/dev/null; do sleep 1; done'"
     )
     repair = (
         f"sudo umount {live}/fullchain.pem {live}/privkey.pem && sudo rm -r {fake}"
-        f" && sudo systemctl reload nginx && {check}"
+        f" && sudo systemctl reload nginx"
+        f" && timeout 60 sh -c 'until {check} 2>/dev/null; do sleep 1; done'"
     )
     return sh(sandbox, edge, inject), sh(sandbox, edge, repair)
 

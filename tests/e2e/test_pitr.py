@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import pytest
 from test_backups import create_post, psql, run_ops, table_counts
-from test_faults import FaultTable
+from test_faults import FaultTable, deploy_failure
 
 from support.load import WriteLoad
 
@@ -170,7 +170,7 @@ def make_backups(sandbox) -> subprocess.CompletedProcess:
 
 def test_the_first_deploy_took_a_full_backup_into_the_repository(sandbox, db_host, repository):
     result = make_backups(sandbox)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0, deploy_failure(result)
     assert f"stanza {STANZA} (aes-256-cbc, from {db_host['name']}): ok" in result.stdout
     assert re.search(r"^  \d{8}-\d{6}F\s+full\s", result.stdout, re.M), result.stdout
     assert "recovery window: " in result.stdout

@@ -16,7 +16,7 @@ import itertools
 import time
 
 import pytest
-from test_faults import build_variant, deploy, live_release
+from test_faults import build_variant, deploy, deploy_failure, live_release
 
 from support.faults import FaultTable
 from support.load import WriteLoad
@@ -169,7 +169,7 @@ def test_rolling_deploy_under_load_fails_no_request(cluster, load, table, sandbo
         time.sleep(BEFORE)
         result = deploy(sandbox, "-e", f"app_release_archive={archive}")
         time.sleep(AFTER)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0, deploy_failure(result)
     found = check_writes(cluster, load)
     add_row(table, load, found, "rolling deploy of a new release", "0 failed requests")
     assert live_release(sandbox) != before

@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_faults import FaultTable, deploy, deploy_records, live_release
+from test_faults import FaultTable, deploy, deploy_failure, deploy_records, live_release
 
 from support.load import GuestbookLoad
 
@@ -110,7 +110,7 @@ def test_the_guestbook_replaces_the_blog_through_the_same_roles(sandbox, browser
     cached = anonymous_home_pages(sandbox, browser, 5)
     assert any(status == "HIT" for status, _ in cached), cached
     result = deploy(sandbox, *INVENTORY_VARS, app=str(GUESTBOOK))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0, deploy_failure(result)
     releases["first"] = live_release(sandbox)
     assert releases["first"] != blog
 
@@ -152,7 +152,7 @@ def test_a_second_release_of_the_guestbook_switches_with_no_failed_request(
     app = variant(tmp_path, marker, hooks={"pre-deploy": record, "post-deploy": record})
     with load:
         result = deploy(sandbox, *INVENTORY_VARS, app=str(app))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0, deploy_failure(result)
     table.add("guestbook: deploy its release 2", load, check_writes(sandbox, load), None)
     assert load.failures() == {}, load.per_second()
     releases["second"] = live_release(sandbox)
@@ -183,7 +183,7 @@ def test_rollback_takes_the_guestbook_back_with_no_failed_request(
 ):
     with load:
         result = deploy(sandbox, *INVENTORY_VARS, playbook="ansible/rollback.yml")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0, deploy_failure(result)
     table.add("guestbook: make rollback", load, check_writes(sandbox, load), None)
     assert load.failures() == {}, load.per_second()
     assert live_release(sandbox) == releases["first"]
