@@ -339,7 +339,7 @@ SENTINEL_APP_ACL = (
     "+subscribe +sentinel|get-master-addr-by-name +sentinel|master +sentinel|masters "
     "+sentinel|replicas +sentinel|slaves +sentinel|sentinels"
 )
-# roles/redis, flaskstack.conf.j2: what Sentinel and the replicas may do on a Redis server.
+# roles/redis, flaskstack-users.acl.j2: what Sentinel and the replicas may do on a Redis server.
 NODE_SENTINEL_ACL = (
     "resetchannels &__sentinel__:hello -@all +multi +slaveof +ping +exec +subscribe "
     "+config|rewrite +role +publish +info +client|setname +client|kill +script|kill"

@@ -331,12 +331,16 @@ def test_a_damaged_repository_is_refused_and_fails_the_weekly_check(
     print(f"damaged {segment}: refused by make restore (scratch and live), weekly check failed")
 
 
-def test_a_time_without_its_zone_or_a_wrong_confirmation_changes_nothing(sandbox, db_host):
+def test_a_time_without_its_zone_or_too_late_or_a_wrong_name_changes_nothing(sandbox, db_host):
     result = run_ops(sandbox, "restore.sh", TIME="2026-12-02 10:14:00")
     assert result.returncode != 0 and "needs its time zone" in result.stderr, result.stderr
     result = run_ops(sandbox, "restore.sh", INTO="live", CONFIRM="not-the-name")
     assert result.returncode != 0
     assert "is not the live database's name: nothing was changed" in result.stdout + result.stderr
+    # Later than the newest write: recovery would stop short of it, so nothing is restored.
+    result = run_ops(sandbox, "restore.sh", TIME=utc(time.time() + 3600))
+    said = result.stdout + result.stderr
+    assert result.returncode != 0 and "is later than the newest write" in said, said[-3000:]
     assert sandbox.ssh(db_host, "systemctl is-active flaskstack-web.socket").stdout.strip() == (
         "active"
     )

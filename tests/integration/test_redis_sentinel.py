@@ -9,6 +9,7 @@ a group of its own; the others share one.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -275,11 +276,14 @@ def test_an_idle_worker_told_to_stop_exits_at_once(env):
     job; its goodbye to Redis must not queue behind that wait on the same connection."""
     worker = subprocess.Popen(
         [sys.executable, "-m", "app.worker", "--wait", "10"],
-        cwd=REPO, env={**os.environ, **env}, stderr=subprocess.PIPE, text=True,
+        cwd=REPO, env={**os.environ, **env, "LOG_LEVEL": "DEBUG"}, stderr=subprocess.PIPE,
+        text=True,
     )  # fmt: skip
     try:
+        # RQ's debug line as it starts to wait: its signal handlers are in place by then (its
+        # "*** Listening on" at INFO comes before them, and a SIGTERM then just kills it).
         for line in worker.stderr:
-            if "Listening on" in line:
+            if re.search(r"Worker \S+: \*\*\* Listening on", line):
                 break
         worker.send_signal(signal.SIGTERM)
         # RQ's blocking wait lasts minutes: a worker stuck behind it never ends in time.

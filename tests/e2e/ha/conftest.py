@@ -8,6 +8,7 @@ import shlex
 import time
 
 import pytest
+import yaml
 
 PATRONICTL = "sudo -u postgres patronictl -c /etc/patroni/config.yml"
 
@@ -31,6 +32,10 @@ class Cluster:
     def members(self, avoid: tuple[str, ...] = ()) -> list[dict]:
         result = self.ask(f"{PATRONICTL} list --format json", avoid)
         return json.loads(result.stdout)
+
+    def settings(self) -> dict:
+        """The cluster-wide settings Patroni keeps in etcd."""
+        return yaml.safe_load(self.ask(f"{PATRONICTL} show-config").stdout)
 
     def leader(self, avoid: tuple[str, ...] = ()) -> str | None:
         leaders = [m["Member"] for m in self.members(avoid) if m["Role"] == "Leader"]
@@ -66,6 +71,38 @@ class Cluster:
             "-p 26379 --json SENTINEL GET-MASTER-ADDR-BY-NAME flaskstack'"
         )
         return json.loads(self.ask(command, avoid).stdout)[0]
+
+    def redis_role(self, host: dict) -> list:
+        """ROLE, asked of the Redis server on `host` as the Sentinels' user."""
+        command = (
+            'sudo sh -c \'REDISCLI_AUTH=$(sed -n "s/^sentinel auth-pass [^ ]* //p" '
+            "/etc/redis/sentinel-flaskstack.conf) redis-cli --no-auth-warning --user sentinel "
+            "--json ROLE'"
+        )
+        return json.loads(self.sandbox.ssh(host, command, timeout=60).stdout)
+
+    def wait_for_redis_replicas(self, seconds: float = 90) -> None:
+        """Until the master has a replica on every other data host (a host back from a power
+        cut included: its Redis must start again, and follow the master)."""
+        deadline = time.monotonic() + seconds
+        replicas: set[str] = set()
+        while time.monotonic() < deadline:
+            try:
+                master = self.host_at(self.redis_master())
+                kind, _offset, listed = self.redis_role(master)
+                replicas = {replica[0] for replica in listed} if kind == "master" else set()
+            except Exception:  # noqa: BLE001 - a host may still be booting
+                master, replicas = None, set()
+            missing = [h for h in self.data_hosts if h is not master and h["ip"] not in replicas]
+            if master is not None and not missing:
+                return
+            time.sleep(2)
+        states = {
+            h["name"]: self.sandbox.ssh(h, "systemctl is-active redis-server; sudo journalctl "
+                                           "-u redis-server -n 5 --no-pager", check=False).stdout
+            for h in self.data_hosts
+        }  # fmt: skip
+        pytest.fail(f"Redis has no replica on every other data host: {replicas}; {states}")
 
     def host_at(self, address: str) -> dict:
         return next(h for h in self.sandbox.spec["hosts"] if h["ip"] == address)

@@ -5,8 +5,6 @@ Patroni's REST API) closed to every host but the data hosts."""
 
 from __future__ import annotations
 
-import json
-
 from support.ports import accepting_ports
 
 CONTROL_PORTS = {"etcd": 2379, "etcd peers": 2380, "patroni": 8008}
@@ -62,13 +60,8 @@ def test_sentinels_agree_on_one_master_with_a_replica_on_every_other_data_host(c
     masters = {cluster.redis_master(avoid=tuple(n for n in names if n != name)) for name in names}
     assert len(masters) == 1, masters
     master = cluster.host_at(masters.pop())
-    role = sandbox.ssh(
-        master,
-        'sudo sh -c \'REDISCLI_AUTH=$(sed -n "s/^sentinel auth-pass [^ ]* //p" '
-        "/etc/redis/sentinel-flaskstack.conf) redis-cli --no-auth-warning --user sentinel "
-        "--json ROLE'",
-    ).stdout
-    kind, _offset, replicas = json.loads(role)
+    role = cluster.redis_role(master)
+    kind, _offset, replicas = role
     assert kind == "master", role
     others = {h["ip"] for h in cluster.data_hosts if h["name"] != master["name"]}
     assert {replica[0] for replica in replicas} == others, role

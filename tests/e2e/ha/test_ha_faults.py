@@ -225,6 +225,7 @@ def test_primary_host_powered_off(cluster, load, table, sandbox):
     without = longest_write_gap(load, cut - 1)
     sandbox.cli("start", leader)
     cluster.wait_for_members(3, seconds=180)
+    cluster.wait_for_redis_replicas()
     found = check_writes(cluster, load)
     add_row(
         table, load, found, f"primary's host {leader} powered off ({new_leader} took over)",
@@ -277,6 +278,7 @@ def test_redis_master_host_powered_off_logs_nobody_out(cluster, load, table, san
         new_master = wait_for_new_redis_master(cluster, master)
         time.sleep(REDIS_LOSS_BOUND + AFTER)
     sandbox.cli("start", master)
+    cluster.wait_for_redis_replicas()
     back = load.first_success_after(dead)
     late = [r for r in load.requests if r.started >= dead + REDIS_LOSS_BOUND and not r.ok]
     still_logged_in = logged_in(sandbox, member)

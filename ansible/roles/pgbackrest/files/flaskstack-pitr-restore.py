@@ -13,6 +13,11 @@ restore works, which touches nothing live: the weekly restore check runs it.
 --into live: replace the live cluster (its data directory, with --delta) and start it; the
 caller stops the app first. Its state before the restore stays in the repository: a restore
 point is archived first.
+--patroni-config (with --into live): the live cluster is the primary of a Patroni cluster whose
+other members the caller stopped. Patroni is stopped here too, the cluster's state removed from
+its store (etcd), and the restored server recovers on the local socket only, outside Patroni,
+and is stopped once promoted: the caller then starts Patroni here (a new cluster from this data
+directory) and has the other members copy it.
 --time: a timestamp with a time zone ('2026-12-02 10:14:00+00'): the state just before it.
 Without it, the newest state the repository holds: the restore point archived first when the
 live cluster is up (exactly that state, in scratch), else the end of the archived WAL.
@@ -351,6 +356,63 @@ def restore_live(args) -> tuple[str, dict[str, int], str]:
     )
 
 
+def stop_patroni_and_forget_the_cluster(config_path: str) -> None:
+    """Stop this member (its server with it) and remove the cluster's keys from the store: with
+    them gone, the Patroni started on the restored data directory creates the cluster anew from
+    it instead of following (or rewinding to) the history before the restore."""
+    import yaml  # python3-yaml, a dependency of Debian's patroni: only this mode needs it
+
+    scope = str(yaml.safe_load(Path(config_path).read_text())["scope"])
+    subprocess.run([SYSTEMCTL, "stop", "patroni.service"], check=True)
+    # patronictl asks for the cluster's name, then for the sentence below; the others are stopped
+    # (and a stopped leader gives its key up), so it asks for no leader's name.
+    removed = as_postgres(
+        ["/usr/bin/patronictl", "-c", config_path, "remove", scope],
+        input=f"{scope}\nYes I am aware\n",
+    )
+    if removed.returncode != 0:
+        raise RestoreError(f"patronictl remove {scope} failed: {last_error(removed)}")
+
+
+def restore_live_patroni(args) -> tuple[str, dict[str, int], str]:
+    """The restore of a Patroni cluster's primary (--patroni-config): see the module's help."""
+    primary = live_is_up(args.port) and psql(args.port, "postgres", "SELECT pg_is_in_recovery()")
+    if primary != "f":
+        raise RestoreError("run it on the Patroni cluster's primary, with its server running")
+    data_dir = Path(psql(args.port, "postgres", "SHOW data_directory"))
+    config_file = psql(args.port, "postgres", "SHOW config_file")
+    with step("stopping Patroni"):
+        stop_patroni_and_forget_the_cluster(args.patroni_config)
+    with step("pgbackrest restore"):
+        restore = pgbackrest(args.stanza, "--delta", *restore_options(args.time), "restore")
+    log = Path("/var/log/postgresql/flaskstack-pitr-restore.log")
+    log.unlink(missing_ok=True)
+    # Patroni's own configuration (archiving included), on the local socket only: no member or
+    # client reaches the server before Patroni runs it.
+    server = subprocess.Popen(
+        postgres_argv([str(postgres_bin(data_dir) / "postgres"), "-D", str(data_dir),
+                       "-c", f"config_file={config_file}", "-c", "listen_addresses="]),
+        stdout=subprocess.DEVNULL, stderr=open(log, "w"),  # noqa: SIM115 (the child owns it)
+    )  # fmt: skip
+    try:
+        with step("recovery"):
+            wait_until_promoted(
+                args.port, "/run/postgresql", lambda: server.poll() is None, log.read_text
+            )
+        with step("archiving check"):
+            pgbackrest(args.stanza, "check")  # the new timeline's WAL reaches the repository
+        counts = table_counts(args.port, args.database, "/run/postgresql")
+    finally:
+        # A fast shutdown (its checkpoint included): Patroni starts it next.
+        as_postgres([str(postgres_bin(data_dir) / "pg_ctl"), "stop", "-D", str(data_dir),
+                     "-m", "fast", "-w"])  # fmt: skip
+        try:
+            server.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return backup_set(restore), counts, recovery_outcome(log.read_text())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stanza", required=True)
@@ -361,6 +423,9 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=5432, help="the live cluster's port")
     parser.add_argument("--scratch-port", type=int, default=5499)
     parser.add_argument("--data-directory", help="the live cluster's, when it is not running")
+    parser.add_argument(
+        "--patroni-config", help="Patroni's configuration: the live cluster is its primary"
+    )
     args = parser.parse_args()
     # The weekly check runs as postgres; a live restore stops and starts the cluster's units.
     if os.geteuid() != 0 and (
@@ -379,6 +444,13 @@ def main() -> int:
             archived_at = archive_the_newest_writes(args.stanza, args.port, label)
         if archived_at:
             print(f"live cluster archived up to {archived_at} (restore point {label})")
+            # Recovery would end short of it, after the live data was replaced: refuse it now.
+            later = f"SELECT $t${args.time}$t$::timestamptz > $t${archived_at}$t$::timestamptz"
+            if args.time and psql(args.port, "postgres", later) == "t":
+                raise RestoreError(
+                    f"{args.time} is later than the newest write ({archived_at}): nothing was"
+                    " restored; leave the time out to restore the newest write"
+                )
         else:
             print(
                 "live cluster down, a standby or not the repository's: its newest archived WAL"
@@ -395,7 +467,8 @@ def main() -> int:
                     f"the restored database lacks tables the live one has: {', '.join(missing)}"
                 )
         else:
-            backup, counts, outcome = restore_live(args)
+            restore = restore_live_patroni if args.patroni_config else restore_live
+            backup, counts, outcome = restore(args)
             live_counts = {}
     except RestoreError as error:
         print(f"flaskstack-pitr-restore: {error}", file=sys.stderr)
