@@ -123,6 +123,12 @@ demo-down: ## Remove the sandbox: hosts, network, CA, state
 deploy: venv ## Provision and deploy with Ansible: make deploy INVENTORY=… [APP=dir or git URL@ref]
 	@INVENTORY="$(INVENTORY)" deploy/deploy.sh
 
+# The app's plays only (site.yml's `app` tag): skips converging the hosts, for a release shipped
+# to hosts a full deploy already provisioned. Settings of other roles need `make deploy`.
+.PHONY: deploy-app
+deploy-app: venv ## Ship a new release only (its .env, migrations, rolling switch): make deploy-app INVENTORY=… [APP=…]
+	@INVENTORY="$(INVENTORY)" deploy/deploy.sh --tags app
+
 .PHONY: rollback
 rollback: venv ## Switch the app hosts back to the previous release (or RELEASE=<id>), no downtime
 	@INVENTORY="$(INVENTORY)" PLAYBOOK=ansible/rollback.yml ROLLBACK_RELEASE="$(RELEASE)" \
@@ -184,8 +190,8 @@ status: venv ## The stack on one screen: hosts, firing alerts, traffic, p99, cer
 	@INVENTORY="$(or $(INVENTORY),$(SANDBOX_INVENTORY))" deploy/monitor.sh --status
 
 .PHONY: audit
-audit: venv ## Host audits: Lynis, ssh-audit and systemd-analyze security on every host, one table (INVENTORY=…)
-	@INVENTORY="$(or $(INVENTORY),$(SANDBOX_INVENTORY))" deploy/audit.sh
+audit: venv ## Host audits: Lynis, ssh-audit and systemd-analyze security on every host, one table (INVENTORY=… [LIMIT=hosts])
+	@INVENTORY="$(or $(INVENTORY),$(SANDBOX_INVENTORY))" LIMIT="$(LIMIT)" deploy/audit.sh
 
 .PHONY: bench
 bench: venv ## Measure the stack against its own ceilings and Caddy (~27 min); table + .build/bench/results.json

@@ -19,10 +19,11 @@ BIN = Path(sys.executable).parent
 ALGORITHM_KINDS = ("kex", "key", "enc", "mac")
 
 
-def inventory_hosts(inventory: str) -> dict[str, dict]:
-    """Each host's address and SSH port, as Ansible would connect to it."""
+def inventory_hosts(inventory: str, limit: str) -> dict[str, dict]:
+    """Each host matching the limit (an Ansible host pattern): its address and SSH port, as
+    Ansible would connect to it."""
     listing = subprocess.run(
-        [str(BIN / "ansible-inventory"), "-i", inventory, "--list"],
+        [str(BIN / "ansible-inventory"), "-i", inventory, "--limit", limit, "--list"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     hostvars = json.loads(listing.stdout)["_meta"]["hostvars"]
@@ -92,13 +93,14 @@ def verdict(ssh: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--inventory", required=True)
+    parser.add_argument("--limit", default="all")
     parser.add_argument("--results", type=Path, required=True)
     parser.add_argument("--min-index", type=int, default=80)
     parser.add_argument("--max-exposure", type=float, default=2.5)
     args = parser.parse_args()
 
     hosts = {}
-    for name, target in inventory_hosts(args.inventory).items():
+    for name, target in inventory_hosts(args.inventory, args.limit).items():
         lynis = lynis_report(args.results / name / "lynis-report.dat")
         units = unit_ratings(args.results / name / "units.txt")
         ssh = ssh_audit(target["address"], target["port"])

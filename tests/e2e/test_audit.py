@@ -1,4 +1,5 @@
-"""`make audit` as an auditor runs it: Lynis, ssh-audit and systemd-analyze security on every host.
+"""`make audit` as an auditor runs it: Lynis, ssh-audit and systemd-analyze security on one host of
+each kind (every host of the single-host sandbox).
 
 The stage's last module: ssh-audit's unfinished handshakes may earn this machine a short
 penalty from OpenSSH 10.
@@ -51,6 +52,15 @@ BASE_BACKUPS = {
 EVERY_HOST = {"flaskstack-integrity.service", "flaskstack-integrity-baseline.service"}
 
 
+def one_host_of_each_kind(sandbox) -> list[dict]:
+    """The first host of each set of groups. Hosts in the same groups get the same roles, and a
+    second deploy changes nothing on any of them; Lynis keeps a core busy on each host it audits."""
+    kinds: dict[tuple[str, ...], dict] = {}
+    for host in sandbox.hosts:
+        kinds.setdefault(tuple(sorted(host["groups"])), host)
+    return list(kinds.values())
+
+
 def declares_worker(sandbox, host) -> bool:
     """Whether the app the host serves has a worker (its flaskstack.toml)."""
     current = "/srv/flaskstack/current"
@@ -58,10 +68,13 @@ def declares_worker(sandbox, host) -> bool:
     return sandbox.ssh(host, command).stdout.strip() != ""
 
 
-def test_every_host_passes_lynis_ssh_audit_and_systemd_analyze(sandbox):
+def test_every_kind_of_host_passes_lynis_ssh_audit_and_systemd_analyze(sandbox):
     inventory = sandbox.spec["inventory"]
+    audited = one_host_of_each_kind(sandbox)
+    limit = ",".join(host["name"] for host in audited)
     run = subprocess.run(
-        [str(ROOT / "deploy" / "audit.sh")], env={**os.environ, "INVENTORY": inventory},
+        [str(ROOT / "deploy" / "audit.sh")],
+        env={**os.environ, "INVENTORY": inventory, "LIMIT": limit},
         capture_output=True, text=True, timeout=1800, cwd=ROOT,
     )  # fmt: skip
     print(run.stdout, run.stderr)
@@ -69,9 +82,9 @@ def test_every_host_passes_lynis_ssh_audit_and_systemd_analyze(sandbox):
     slug = re.sub(r"[^A-Za-z0-9.-]", "_", os.path.relpath(ROOT / inventory, ROOT))
     summary = json.loads((ROOT / ".build" / "audit" / slug / "summary.json").read_text())
     assert summary["min_index"] == 80 and summary["max_exposure"] == 2.5
-    assert set(summary["hosts"]) == {host["name"] for host in sandbox.hosts}
+    assert set(summary["hosts"]) == {host["name"] for host in audited}
     backup_hosts = sandbox.hosts_in("backup")
-    for host in sandbox.hosts:
+    for host in audited:
         audit = summary["hosts"][host["name"]]
         expected = EVERY_HOST.union(*(UNITS_BY_GROUP[group] for group in host["groups"]))
         for group in set(host["groups"]) & set(HA_UNITS_BY_GROUP):

@@ -123,6 +123,11 @@ def check_back_after(load: WriteLoad, fault_ended: float) -> float:
     return back
 
 
+# What `make deploy-app` adds to `make deploy`: the app's plays only, for a release shipped to
+# hosts already provisioned.
+APP_ONLY = ("--tags", "app")
+
+
 def deploy(
     sandbox, *args: str, playbook: str = "ansible/site.yml", rollback_to: str = "", app: str = ""
 ):
@@ -253,11 +258,12 @@ def test_a_release_that_fails_its_trial_is_never_switched_to(sandbox, load, tabl
     archive = build_variant(tmp_path, f"broken-{load.tag}", broken=True)
     records_before = deploy_records(sandbox)
     with load:
-        result = deploy(sandbox, "-e", f"app_release_archive={archive}")
+        result = deploy(sandbox, *APP_ONLY, "-e", f"app_release_archive={archive}")
     output = result.stdout + result.stderr
     assert result.returncode != 0, "a release that cannot start was deployed"
     assert "failed its trial" in output and "a broken release" in output, output[-3000:]
-    table.add("deploy a broken release (refused)", load, check_writes(sandbox, load), None)
+    label = "make deploy-app of a broken release (refused)"
+    table.add(label, load, check_writes(sandbox, load), None)
     assert load.failures() == {}, load.per_second()
     assert live_release(sandbox) == releases["second"], "the live release changed"
     assert deploy_records(sandbox) == records_before, "a refused deploy was recorded as a switch"
@@ -351,7 +357,7 @@ def test_a_heavy_migration_under_load_fails_no_request(sandbox, member, load, ta
             time.sleep(BASELINE)
             deploy_started = load.clock()
             wall_offset = time.time() - load.clock()
-            result = deploy(sandbox, "-e", f"app_release_archive={archive}")
+            result = deploy(sandbox, *APP_ONLY, "-e", f"app_release_archive={archive}")
         sandbox.ssh(sandbox.hosts_in("db")[0], f"rm -f {flag}")
         seen, errors = watcher.communicate(timeout=60)
     finally:

@@ -923,17 +923,31 @@ cmd_up() {
   echo "  up in $((SECONDS - started)) s"
 }
 
-cmd_down() {
-  local started=$SECONDS name netns mount pid hierarchy
-  ensure_root
-  local stopping=()
-  for name in $(known_hosts); do
+# In parallel: each clean shutdown takes seconds.
+stop_hosts() {
+  local name pid stopping=()
+  for name in "$@"; do
     if host_running "$name"; then log "stopping host $name"; fi
-    # In parallel: each clean shutdown takes seconds.
     stop_host "$name" &
     stopping+=($!)
   done
   for pid in "${stopping[@]}"; do wait "$pid"; done
+}
+
+cmd_down() {
+  local started=$SECONDS name netns mount hierarchy first=() last=()
+  ensure_root
+  # The backup hosts last: a db host's Postgres stops once it has archived its last WAL there,
+  # and would otherwise wait for a repository already gone until it is killed.
+  for name in $(known_hosts); do
+    if [[ ",$(host_groups "$name" 2>/dev/null)," == *,backup,* ]]; then
+      last+=("$name")
+    else
+      first+=("$name")
+    fi
+  done
+  stop_hosts "${first[@]}"
+  stop_hosts "${last[@]}"
   stop_acme
   stop_s3
   stop_alert_sink

@@ -16,7 +16,7 @@ import itertools
 import time
 
 import pytest
-from test_faults import build_variant, deploy, deploy_failure, live_release
+from test_faults import APP_ONLY, build_variant, deploy, deploy_failure, live_release
 
 from support.faults import FaultTable
 from support.load import WriteLoad
@@ -167,11 +167,11 @@ def test_rolling_deploy_under_load_fails_no_request(cluster, load, table, sandbo
     archive = build_variant(tmp_path, f"ha-release-{load.tag}")
     with load:
         time.sleep(BEFORE)
-        result = deploy(sandbox, "-e", f"app_release_archive={archive}")
+        result = deploy(sandbox, *APP_ONLY, "-e", f"app_release_archive={archive}")
         time.sleep(AFTER)
     assert result.returncode == 0, deploy_failure(result)
     found = check_writes(cluster, load)
-    add_row(table, load, found, "rolling deploy of a new release", "0 failed requests")
+    add_row(table, load, found, "make deploy-app of a new release (rolling)", "0 failed requests")
     assert live_release(sandbox) != before
     assert load.failed == [], load.failures()
 

@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from test_faults import APP_ONLY
+
 ROOT = Path(__file__).resolve().parents[3]
 JOB = "purge-deleted"  # flaskstack.toml: flask purge-deleted --days 30, daily
 TIMER, SERVICE = f"flaskstack-job-{JOB}.timer", f"flaskstack-job-{JOB}.service"
@@ -50,7 +52,7 @@ def post_exists(sandbox, post_id: int) -> bool:
 
 def deploy_app(sandbox, *args: str) -> None:
     result = subprocess.run(
-        [str(ROOT / "deploy" / "deploy.sh"), "--tags", "app", *args],
+        [str(ROOT / "deploy" / "deploy.sh"), *APP_ONLY, *args],
         env={**os.environ, "INVENTORY": str(ROOT / sandbox.spec["inventory"])},
         capture_output=True, text=True, timeout=1800, cwd=ROOT,
     )  # fmt: skip
