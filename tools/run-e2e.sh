@@ -21,10 +21,10 @@ topology="${1:-single}"
 # audit scans, and last the host audit (ssh-audit's unfinished handshakes may earn this machine
 # a short penalty from the hosts' sshd). The ha stage checks the cluster, the edges and the
 # private network, backs up from a standby and restores across a switchover, runs the HA fault
-# suite, and its host audit (one host of each kind) covers the failover engines' units too. The multi stage (not in
-# `make test`) keeps what the ha stage lacks: the S3 repository, a db host replaced and restored
-# from it, and the second app: examples/guestbook replaces the blog (deploy, a rolling release
-# switch and a rollback under load), graded by the scans and the audit.
+# suite, and its host audit (one host of each kind) covers the failover engines' units too. The
+# multi stage (not in `make test`) keeps what the ha stage lacks: the S3 repository, a db host
+# replaced and restored from it, and the second app: examples/guestbook replaces the blog
+# (deploy, a rolling release switch and a rollback under load), graded by the scans and the audit.
 case "$topology" in
   single)
     default_id=20
